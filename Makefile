@@ -1,0 +1,49 @@
+# Two entry points that work on a fresh machine: `make demo` and `make test`.
+# Each installs what it needs: Debian packages, a venv, and the control plane built from Go.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: deps system-packages venv controlplane test test-fast demo bench crd lint clean
+
+deps: system-packages venv controlplane
+
+system-packages:
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  echo ">> installing Debian packages: prometheus postgresql"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus postgresql >/dev/null; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q -U pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+controlplane:
+	@echo ">> control plane binaries (built once from the Go module proxy, then cached):"
+	@hack/build-controlplane.sh
+
+crd: venv
+	$(PY) -m modelrollout.crd > crds/modelrollout.yaml
+
+# pytest exits 5 when it collects no test: that is a failure here, not a pass.
+test: deps
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+
+test-fast: deps
+	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) -m devstack.demo
+
+bench: deps
+	@for bench in benchmarks/*.py; do $(PY) $$bench || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache

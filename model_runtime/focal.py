@@ -1,0 +1,147 @@
+"""Binary focal loss (Lin et al. 2017) on the raw margin, derived with SymPy and compiled once.
+
+The loss is written in the signed margin t = s * z (s = +1 for a buy, -1 otherwise), so one scalar
+expression covers both classes: FL = -a_t * sigmoid(-t)**gamma * log_sigmoid(t), with a_t = alpha for
+y = 1 and 1 - alpha for y = 0. `sigmoid` and `log_sigmoid` are SymPy functions whose derivatives are
+declared in the same stable form (sigmoid' = sigmoid(t) * sigmoid(-t), log_sigmoid' = sigmoid(-t)), so
+`diff` never produces exp(700) or log(0): every expression stays finite at any margin.
+
+The gradient and Hessian expressions are lambdified to scalar code and compiled with Numba into one
+fused parallel kernel per (gamma, alpha), because XGBoost calls the objective every round and a NumPy
+version costs about as much as building the trees themselves (see benchmarks/model_runtime_training.py).
+
+Hessian floor: the true focal Hessian is negative for confidently wrong margins when gamma > 0 and
+vanishes for confidently right ones. XGBoost divides by the Hessian sum (leaf weight -G / (H + lambda))
+and uses it for split gain and `min_child_weight`, so a negative or near-zero value makes leaves blow
+up. The kernel returns max(h, HESS_FLOOR) with HESS_FLOOR = 1e-6: far below the Hessian of any
+sample still being learned (>= 1e-3 for |z| < 5 at gamma = 2), so it only touches samples that are
+either mis-curved or already fitted, and `max_delta_step` bounds the step those samples can cause.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import lru_cache
+
+import numba
+import numpy as np
+import sympy as sp
+import xgboost as xgb
+
+HESS_FLOOR = 1e-6
+
+
+class sigmoid(sp.Function):  # noqa: N801 (SymPy function names are lower case)
+    """Logistic function, with the derivative written so it never overflows."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        x = self.args[0]
+        return sigmoid(x) * sigmoid(-x)
+
+
+class log_sigmoid(sp.Function):  # noqa: N801
+    """log(sigmoid(x)) as its own function, so its derivative is sigmoid(-x) instead of 1/sigmoid(x)."""
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sigmoid(-self.args[0])
+
+
+T = sp.Symbol("t", real=True)
+
+
+def _exact(value: float) -> sp.Expr:
+    """Integers stay integers so SymPy emits x**2 (a multiply), not pow(x, 2.0)."""
+    return sp.Integer(int(value)) if float(value).is_integer() else sp.Float(value)
+
+
+def focal_expressions(gamma: float) -> tuple[sp.Expr, sp.Expr, sp.Expr]:
+    """(loss, dloss/dt, d2loss/dt2) of the unweighted focal loss in the signed margin t."""
+    loss = -sigmoid(-T) ** _exact(gamma) * log_sigmoid(T)
+    grad = sp.diff(loss, T)
+    hess = sp.diff(grad, T)
+    return loss, grad, hess
+
+
+def _sigmoid_numpy(x: np.ndarray) -> np.ndarray:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _log_sigmoid_numpy(x: np.ndarray) -> np.ndarray:
+    return -np.logaddexp(0.0, -x)
+
+
+NUMPY_MODULES = [{"sigmoid": _sigmoid_numpy, "log_sigmoid": _log_sigmoid_numpy}, "numpy"]
+
+# The three primitives every derivative is a polynomial in; the kernel computes them from one exp
+# and one log1p per row, so the compiled expressions below are only multiplies and adds.
+_P, _Q, _LP = sp.symbols("p q log_p", real=True)
+_PRIMITIVES = {sigmoid(T): _P, sigmoid(-T): _Q, log_sigmoid(T): _LP}
+
+
+@lru_cache(maxsize=32)
+def _kernel(gamma: float, alpha: float) -> Callable[..., None]:
+    """Compile the fused gradient/Hessian kernel for one (gamma, alpha); cached per process."""
+    _, grad_expr, hess_expr = focal_expressions(gamma)
+    args = (_P, _Q, _LP)
+    grad_t = numba.njit(inline="always")(sp.lambdify(args, grad_expr.subs(_PRIMITIVES), modules="math"))
+    hess_t = numba.njit(inline="always")(sp.lambdify(args, hess_expr.subs(_PRIMITIVES), modules="math"))
+    floor = HESS_FLOOR
+
+    @numba.njit(parallel=True, fastmath=False)
+    def kernel(margin: np.ndarray, label: np.ndarray, grad: np.ndarray, hess: np.ndarray) -> None:
+        for i in numba.prange(margin.shape[0]):
+            positive = label[i] > 0.5
+            sign = 1.0 if positive else -1.0
+            weight = alpha if positive else 1.0 - alpha
+            t = sign * margin[i]
+            # sigmoid(t), sigmoid(-t) and log(sigmoid(t)) from e = exp(-|t|), which never overflows.
+            e = math.exp(-abs(t))
+            big, small = 1.0 / (1.0 + e), e / (1.0 + e)
+            p, q = (big, small) if t >= 0.0 else (small, big)
+            log_p = -math.log1p(e) if t >= 0.0 else t - math.log1p(e)
+            # dL/dz = s * dL/dt and d2L/dz2 = s**2 * d2L/dt2 = d2L/dt2.
+            grad[i] = weight * sign * grad_t(p, q, log_p)
+            hess[i] = max(weight * hess_t(p, q, log_p), floor)
+
+    return kernel
+
+
+def focal_grad_hess(margin: np.ndarray, label: np.ndarray, *, gamma: float = 2.0,
+                    alpha: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient and floored Hessian of the focal loss with respect to the raw margin, in float64."""
+    margin = np.ascontiguousarray(margin, dtype=np.float64).ravel()
+    label = np.ascontiguousarray(label, dtype=np.float64).ravel()
+    if margin.shape != label.shape:
+        raise ValueError(f"margin has {margin.size} values but label has {label.size}")
+    grad = np.empty_like(margin)
+    hess = np.empty_like(margin)
+    _kernel(float(gamma), float(alpha))(margin, label, grad, hess)
+    return grad, hess
+
+
+def focal_objective(*, gamma: float = 2.0, alpha: float = 0.25) -> Callable[[np.ndarray, xgb.DMatrix],
+                                                                             tuple[np.ndarray, np.ndarray]]:
+    """An XGBoost custom objective (`obj=` of `xgb.train`); compiles the kernel up front, not in round 1."""
+    kernel = _kernel(float(gamma), float(alpha))
+
+    def objective(predt: np.ndarray, dtrain: xgb.DMatrix) -> tuple[np.ndarray, np.ndarray]:
+        margin = np.ascontiguousarray(predt, dtype=np.float64).ravel()
+        label = np.ascontiguousarray(dtrain.get_label(), dtype=np.float64)
+        grad = np.empty_like(margin)
+        hess = np.empty_like(margin)
+        kernel(margin, label, grad, hess)
+        return grad, hess
+
+    return objective
+
+
+def focal_loss(margin: np.ndarray, label: np.ndarray, *, gamma: float = 2.0, alpha: float = 0.25) -> np.ndarray:
+    """Per-row focal loss (NumPy, from the same SymPy expression); used for evaluation and tests."""
+    loss_expr, _, _ = focal_expressions(gamma)
+    loss_t = sp.lambdify(T, loss_expr, modules=NUMPY_MODULES)
+    margin = np.asarray(margin, dtype=np.float64)
+    positive = np.asarray(label) > 0.5
+    sign = np.where(positive, 1.0, -1.0)
+    weight = np.where(positive, alpha, 1.0 - alpha)
+    return weight * loss_t(sign * margin)

@@ -1,0 +1,67 @@
+"""What the imperative shell hands the decision engine each cycle: plain, immutable data.
+
+Adapters (Prometheus, MLflow, Kubernetes) produce these; the pure gate functions turn
+readings into verdicts; the engine decides from verdicts, requests and the clock alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from modelrollout.status import Measurement, ModelVersions
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """One PromQL query's answer: a value per `symbol` label, or why there is none.
+
+    `error` is set when the query could not be answered (unreachable, timeout, bad
+    PromQL, non-vector result); an empty `values` with no error means "no data".
+    """
+
+    query: str
+    values: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    """One MLflow run of the shadow sweep: a (symbol, fold, variant) evaluation."""
+
+    run_id: str
+    symbol: str
+    fold: str
+    variant: Literal["baseline", "candidate"]
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class SweepEvidence:
+    experiment: str
+    rows: tuple[SweepRow, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Request:
+    """A human's promote / abort / retry, read from the rollout's annotations by id."""
+
+    kind: Literal["promote", "abort", "retry"]
+    id: str
+    by: str
+    at: datetime
+    ticket: str = ""
+    stage: str = ""
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything measured for one decision. Verdicts are already computed (modelrollout.gates)."""
+
+    gates: tuple[Measurement, ...] = ()
+    triggers: tuple[Measurement, ...] = ()
+    versions: ModelVersions | None = None  # None: MLflow could not be read this cycle
+    versions_error: str | None = None

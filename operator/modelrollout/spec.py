@@ -1,0 +1,387 @@
+"""The ModelRollout spec: the single source of truth for what a rollout asks for.
+
+The CRD's OpenAPI schema is generated from these models (`modelrollout.crd`), and each
+cross-field rule exists twice on purpose: as a CEL rule the kube-apiserver enforces at
+`kubectl apply`, and as a pydantic validator the operator enforces on whatever reaches
+it. A test runs one corpus of invalid manifests through both and demands equal verdicts.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic.alias_generators import to_camel
+
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
+Text = Annotated[str, StringConstraints(max_length=1024)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)]
+Comparator = Literal[">=", ">", "<=", "<"]
+GateKind = Literal["threshold", "comparison", "sampleSize", "noFiringAlert", "sweep"]
+StageType = Literal["shadow", "canary", "full"]
+RollbackStep = Literal["configMap", "mlflowAlias", "featureArtifact"]
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30s`, `48h`, `7d`, `1h30m` (Prometheus' duration syntax) as a timedelta."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 48h, 7d)")
+    parts = re.findall(r"([0-9]+)(ms|s|m|h|d|w)", text)
+    return timedelta(seconds=sum(int(n) * _DURATION_UNITS[unit] for n, unit in parts))
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One `x-kubernetes-validations` entry; `field_path` makes the error name the field."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class SpecModel(BaseModel):
+    """camelCase on the wire (Kubernetes style), snake_case in Python; unknown fields refused."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class ConfigMapRef(SpecModel):
+    name: Name
+    namespace: Name | None = Field(default=None, description="Defaults to the rollout's namespace.")
+
+
+class FlagChange(SpecModel):
+    """The change itself: one ConfigMap key flipped from baseline to candidate."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.baseline != self.candidate", "baseline and candidate must differ", ".candidate"),
+        cel("self.symbolOverrideKey.contains('{symbol}')", "symbolOverrideKey must contain {symbol}",
+            ".symbolOverrideKey"),
+    ]})
+
+    config_map: ConfigMapRef
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+    baseline: NonEmpty
+    candidate: NonEmpty
+    symbol_override_key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9{}]+$", max_length=253)] = Field(
+        default="{key}__{symbol}",
+        description="Per-symbol override key that switches one symbol for a canary; {key} and {symbol} are filled in.",
+    )
+
+    @model_validator(mode="after")
+    def _differ(self) -> FlagChange:
+        if self.baseline == self.candidate:
+            raise ValueError("change.candidate: baseline and candidate must differ")
+        if "{symbol}" not in self.symbol_override_key:
+            raise ValueError("change.symbolOverrideKey: must contain {symbol}")
+        return self
+
+    def override_key(self, symbol: str) -> str:
+        return self.symbol_override_key.replace("{key}", self.key).replace("{symbol}", symbol)
+
+
+class Aliases(SpecModel):
+    champion: Name = "champion"
+    candidate: Name = "candidate"
+    previous: Name = "previous-champion"
+
+
+class FeatureArtifactPin(SpecModel):
+    """Which run's feature artifact (feature list + drift reference) a registered model uses."""
+
+    enabled: bool = True
+    tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-/]+$", max_length=250)] = "feature_artifact_run_id"
+
+
+class ModelsSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.registeredModelTemplate.contains('{symbol}')", "registeredModelTemplate must contain {symbol}",
+            ".registeredModelTemplate"),
+    ]})
+
+    tracking_uri: Url
+    registered_model_template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-{}]+$", max_length=250)] = (
+        "cvntrade_XGBoost_{symbol}_{strategy}")
+    strategy: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]+$", max_length=63)]
+    aliases: Aliases = Aliases()
+    feature_artifact: FeatureArtifactPin = FeatureArtifactPin()
+
+    @model_validator(mode="after")
+    def _template(self) -> ModelsSpec:
+        if "{symbol}" not in self.registered_model_template:
+            raise ValueError("models.registeredModelTemplate: must contain {symbol}")
+        return self
+
+    def registered_model(self, symbol: str) -> str:
+        return self.registered_model_template.replace("{symbol}", symbol).replace("{strategy}", self.strategy)
+
+
+class SecretKeyRef(SpecModel):
+    name: Name
+    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+
+
+class PrometheusSpec(SpecModel):
+    url: Url
+    auth_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key holding a bearer token sent as Authorization header.")
+    timeout: Duration = "10s"
+
+
+class AnalysisSpec(SpecModel):
+    interval: Duration = Field(default="60s", description="How often gates and triggers are evaluated.")
+
+
+class Accountability(SpecModel):
+    """Who answers for the change, who may take it back alone, and when it must be revisited."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.owner != self.backupOwner", "backupOwner must differ from owner", ".backupOwner"),
+        cel("has(self.sunsetAfter) != has(self.sunsetDate)", "set exactly one of sunsetAfter and sunsetDate",
+            ".sunsetAfter"),
+    ]})
+
+    owner: NonEmpty
+    backup_owner: NonEmpty
+    may_roll_back: list[NonEmpty] = Field(min_length=1, max_length=20,
+                                          description="People or groups who may roll back without a committee.")
+    sunset_after: Duration | None = Field(default=None, description="Period after full rollout to accept or revisit.")
+    sunset_date: date | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> Accountability:
+        if self.owner == self.backup_owner:
+            raise ValueError("accountability.backupOwner: must differ from owner")
+        if (self.sunset_after is None) == (self.sunset_date is None):
+            raise ValueError("accountability.sunsetAfter: set exactly one of sunsetAfter and sunsetDate")
+        return self
+
+
+class ThresholdGate(SpecModel):
+    """Passes when every symbol's value of `query` satisfies `op value`."""
+
+    query: PromQL
+    op: Comparator
+    value: float
+
+
+class ComparisonGate(SpecModel):
+    """Candidate versus baseline: `query` is run once per variant ({variant} is filled in).
+
+    Passes when the candidate is at least as good as the baseline (within `tolerance`), or,
+    when `stddevQuery` and `countQuery` are given, inside the baseline's confidence interval.
+    """
+
+    query: PromQL
+    direction: Literal["higherIsBetter", "lowerIsBetter"] = "higherIsBetter"
+    tolerance: float = Field(default=0.0, ge=0)
+    stddev_query: PromQL | None = None
+    count_query: PromQL | None = None
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+
+
+class SampleSizeGate(SpecModel):
+    """Inconclusive (never failed) while fewer than `min` samples exist: no verdict on thin data."""
+
+    query: PromQL
+    min: int = Field(ge=1)
+
+
+class NoFiringAlertGate(SpecModel):
+    alert_names: list[Annotated[str, StringConstraints(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=128)]] = Field(
+        min_length=1, max_length=20)
+
+
+class SweepGate(SpecModel):
+    """The shadow stage's statistical gate over sweep runs logged in MLflow."""
+
+    experiment: NonEmpty
+    min_rows: int = Field(default=125, ge=4)
+    metric: NonEmpty = "f1_buy"
+    calibration_metric: NonEmpty = "ece_hold"
+    calibration_tolerance: float = Field(default=0.01, ge=0)
+    min_cohens_d: float = Field(default=0.3, ge=0)
+    max_adjusted_p: float = Field(default=0.05, gt=0, le=1)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    bootstrap_resamples: int = Field(default=10000, ge=100, le=1000000)
+
+
+GATE_KINDS: tuple[GateKind, ...] = ("threshold", "comparison", "sampleSize", "noFiringAlert", "sweep")
+
+
+class Gate(SpecModel):
+    """One promotion criterion. `kind` names the one sub-object that configures it.
+
+    Queries are templates: {symbols} (regex alternation of the stage's symbols), {variant}
+    and {window} are filled in; every series must carry a `symbol` label.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(f"(self.kind == '{kind}') == has(self.{kind})", f"{kind} must be set exactly when kind is {kind}",
+            f".{kind}")
+        for kind in GATE_KINDS
+    ]})
+
+    name: Name
+    kind: GateKind
+    window: Duration = "5m"
+    threshold: ThresholdGate | None = None
+    comparison: ComparisonGate | None = None
+    sample_size: SampleSizeGate | None = None
+    no_firing_alert: NoFiringAlertGate | None = None
+    sweep: SweepGate | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Gate:
+        for kind in GATE_KINDS:
+            configured = getattr(self, _snake(kind)) is not None
+            if (self.kind == kind) != configured:
+                raise ValueError(f"{kind}: must be set exactly when kind is {kind}")
+        return self
+
+
+class RollbackTrigger(SpecModel):
+    """Rolls back as soon as any symbol's value of `query` satisfies `op value` (the breach)."""
+
+    name: Name
+    query: PromQL
+    op: Comparator
+    value: float
+    window: Duration
+
+
+class Limits(SpecModel):
+    """Like Argo Rollouts' analysis limits; only failures beyond `failureLimit` roll back."""
+
+    failure_limit: int = Field(default=0, ge=0, le=100)
+    inconclusive_limit: int = Field(default=3, ge=0, le=1000)
+    consecutive_error_limit: int = Field(default=4, ge=0, le=1000)
+
+
+class Approval(SpecModel):
+    required: bool = False
+
+
+class Stage(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.type != 'full' || self.approval.required", "the full stage cannot disable approval",
+            ".approval.required"),
+        cel("self.type != 'canary' || (has(self.symbols) && size(self.symbols) > 0)",
+            "a canary stage needs symbols", ".symbols"),
+        cel("self.type == 'canary' || !has(self.symbols)", "only a canary stage names symbols", ".symbols"),
+        cel("self.type == 'shadow' || self.gates.all(g, g.kind != 'sweep')",
+            "sweep gates belong to the shadow stage", ".gates"),
+        cel("self.type == 'full' || !has(self.watchDuration)", "only the full stage has a watchDuration",
+            ".watchDuration"),
+    ]})
+
+    name: Name
+    type: StageType
+    symbols: list[Symbol] | None = Field(default=None, max_length=50,
+                                         json_schema_extra={"x-kubernetes-list-type": "set"})
+    min_duration: Duration = "0s"
+    gates: list[Gate] = Field(default_factory=list, max_length=20)
+    rollback_triggers: list[RollbackTrigger] = Field(default_factory=list, max_length=20)
+    limits: Limits = Limits()
+    approval: Approval = Approval()
+    watch_duration: Duration | None = Field(
+        default=None, description="After full promotion, keep rollback triggers running this long.")
+
+    @model_validator(mode="after")
+    def _rules(self) -> Stage:
+        if self.type == "full" and not self.approval.required:
+            raise ValueError("approval.required: the full stage cannot disable approval")
+        if self.type == "canary" and not self.symbols:
+            raise ValueError("symbols: a canary stage needs symbols")
+        if self.type != "canary" and self.symbols is not None:
+            raise ValueError("symbols: only a canary stage names symbols")
+        if self.type != "shadow" and any(g.kind == "sweep" for g in self.gates):
+            raise ValueError("gates: sweep gates belong to the shadow stage")
+        if self.type != "full" and self.watch_duration is not None:
+            raise ValueError("watchDuration: only the full stage has a watchDuration")
+        if self.symbols is not None and len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("symbols: duplicate symbol")
+        return self
+
+
+class RollbackSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.order[0] == 'configMap'", "the ConfigMap flag is reverted first (the seconds path)", ".order"),
+    ]})
+
+    order: list[RollbackStep] = Field(default=["configMap", "mlflowAlias", "featureArtifact"], min_length=1,
+                                      max_length=3, json_schema_extra={"x-kubernetes-list-type": "set"})
+
+    @model_validator(mode="after")
+    def _order(self) -> RollbackSpec:
+        if self.order[0] != "configMap":
+            raise ValueError("rollback.order: the ConfigMap flag is reverted first")
+        if len(set(self.order)) != len(self.order):
+            raise ValueError("rollback.order: duplicate step")
+        return self
+
+
+class ModelRolloutSpec(SpecModel):
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.stages.all(s, self.stages.exists_one(t, t.name == s.name))", "stage names must be unique",
+            ".stages"),
+        cel("self.stages.all(s, s.type != 'canary' || !has(s.symbols) || (size(s.symbols) < size(self.symbols)"
+            " && s.symbols.all(x, x in self.symbols)))",
+            "canary symbols must be a non-empty strict subset of spec.symbols", ".stages"),
+        cel("self.stages.exists_one(s, s.type == 'full') && self.stages[size(self.stages) - 1].type == 'full'",
+            "exactly one full stage, and it comes last", ".stages"),
+        cel("self.stages.exists_one(s, s.type == 'shadow') ? self.stages[0].type == 'shadow'"
+            " : !self.stages.exists(s, s.type == 'shadow')", "at most one shadow stage, and it comes first",
+            ".stages"),
+    ]})
+
+    description: Text = ""
+    paused: bool = Field(default=False, description="Stops progression; rollback triggers keep running.")
+    accountability: Accountability
+    change: FlagChange
+    models: ModelsSpec
+    symbols: list[Symbol] = Field(min_length=1, max_length=50, json_schema_extra={"x-kubernetes-list-type": "set"})
+    prometheus: PrometheusSpec
+    analysis: AnalysisSpec = AnalysisSpec()
+    stages: list[Stage] = Field(min_length=1, max_length=10)
+    rollback: RollbackSpec = RollbackSpec()
+
+    @model_validator(mode="after")
+    def _rules(self) -> ModelRolloutSpec:
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError("stages: stage names must be unique")
+        if len(set(self.symbols)) != len(self.symbols):
+            raise ValueError("symbols: duplicate symbol")
+        for stage in self.stages:
+            if stage.type == "canary" and not (set(stage.symbols or ()) < set(self.symbols)):
+                raise ValueError("stages: canary symbols must be a non-empty strict subset of spec.symbols")
+        types = [s.type for s in self.stages]
+        if types.count("full") != 1 or types[-1] != "full":
+            raise ValueError("stages: exactly one full stage, and it comes last")
+        if types.count("shadow") > 1 or ("shadow" in types and types[0] != "shadow"):
+            raise ValueError("stages: at most one shadow stage, and it comes first")
+        return self
+
+    def stage_symbols(self, stage: Stage) -> list[str]:
+        """The symbols a stage runs on the candidate (shadow: none live, but all evaluated)."""
+        return list(stage.symbols) if stage.symbols else list(self.symbols)
+
+    def rollout_revision_fields(self) -> dict[str, Any]:
+        """What is rolled out; editing any of it mid-rollout restarts from shadow."""
+        return self.model_dump(mode="json", include={"change", "models", "symbols", "stages", "rollback"})
+
+
+def _snake(kind: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()

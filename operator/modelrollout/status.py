@@ -1,0 +1,141 @@
+"""The ModelRollout status: everything the operator knows, so a restart resumes exactly.
+
+All state lives here (never in the operator's memory): the stage and its start, every
+gate's last measured value, threshold and verdict, the counters behind the limits, the
+approval, the champions it displaced, and an action log whose entries are planned before
+they are carried out, so an action interrupted by a crash is retried, never lost or doubled.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from modelrollout.spec import SpecModel
+
+Phase = Literal[
+    "Pending",  # accepted, nothing evaluated yet
+    "Progressing",  # a stage is running its gates
+    "Paused",  # spec.paused, or inconclusive beyond its limit: waits for a human
+    "Degraded",  # measurement errors beyond their limit: holds, never promotes
+    "AwaitingApproval",  # the next stage needs a human's `promote`
+    "RollingBack",  # reverting, action by action
+    "RolledBack",  # every lever is back on baseline
+    "NotPromoted",  # the shadow gate failed: nothing live was touched
+    "Watching",  # fully promoted; rollback triggers still run for the watch period
+    "Completed",  # fully promoted and done
+    "Invalid",  # a spec the operator refuses (a rule the schema could not express)
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"RolledBack", "NotPromoted", "Completed", "Invalid"})
+Verdict = Literal["Pass", "Fail", "Inconclusive", "Error"]
+ActionType = Literal["setFlag", "moveAlias", "pinFeatures"]
+
+
+class StatusModel(SpecModel):
+    """Status entries are rewritten as a whole each cycle, so they may be frozen too."""
+
+
+class Measurement(StatusModel):
+    """One gate or trigger verdict for one symbol ('*' when it is one value for the stage)."""
+
+    name: str
+    kind: str
+    symbol: str = "*"
+    value: float | None = None
+    baseline: float | None = None
+    threshold: str = Field(description="The criterion in words, e.g. '>= 50' or '>= baseline or within CI95'.")
+    verdict: Verdict
+    message: str = ""
+    measured_at: datetime
+
+
+class Counters(StatusModel):
+    """Consecutive outcomes of the current stage's evaluations, reset on a clean pass."""
+
+    failures: int = 0
+    inconclusive: int = 0
+    consecutive_errors: int = 0
+
+
+class ApprovalRecord(StatusModel):
+    stage: str
+    revision: str
+    by: str
+    at: datetime
+    ticket: str = ""
+
+
+class Action(StatusModel):
+    """A lever the operator moves: planned as Pending, marked Done once the target state holds.
+
+    Every action sets a target ("set X to Y"), never toggles, so doing it again is harmless.
+    """
+
+    id: str
+    type: ActionType
+    target: str = Field(description="ConfigMap key or registered model name.")
+    value: str = Field(description="Flag value, model version, or run id.")
+    reason: str
+    state: Literal["Pending", "Done"] = "Pending"
+    attempts: int = 0
+    last_error: str = ""
+    planned_at: datetime
+    done_at: datetime | None = None
+
+
+class RollbackRecord(StatusModel):
+    reason: str
+    stage: str
+    started_at: datetime
+    completed_at: datetime | None = None
+
+
+class Condition(StatusModel):
+    type: Literal["Progressing", "AwaitingApproval", "Degraded", "Completed", "RolledBack", "Invalid", "SunsetDue"]
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: datetime
+
+
+class HistoryEntry(StatusModel):
+    at: datetime
+    stage: str
+    phase: Phase
+    message: str
+
+
+class ModelVersions(StatusModel):
+    """Registered model versions the rollout moves aliases between, by registered model name."""
+
+    champion: dict[str, str] = Field(default_factory=dict, description="Champion before promotion.")
+    candidate: dict[str, str] = Field(default_factory=dict)
+    feature_runs: dict[str, str] = Field(default_factory=dict, description="Feature artifact run of each champion.")
+
+
+class ModelRolloutStatus(StatusModel):
+    observed_generation: int | None = None
+    revision: str = Field(default="", description="Hash of what is rolled out; a change restarts from shadow.")
+    phase: Phase = "Pending"
+    stage: str = ""
+    stage_index: int = 0
+    stage_started_at: datetime | None = None
+    awaiting_since: datetime | None = None
+    symbols_on_candidate: list[str] = Field(default_factory=list)
+    live: str = Field(default="0/0", description="Symbols live on the candidate, e.g. 1/5.")
+    message: str = ""
+    last_evaluated_at: datetime | None = None
+    gates: list[Measurement] = Field(default_factory=list)
+    triggers: list[Measurement] = Field(default_factory=list)
+    counters: Counters = Counters()
+    approval: ApprovalRecord | None = None
+    versions: ModelVersions = ModelVersions()
+    actions: list[Action] = Field(default_factory=list)
+    rollback: RollbackRecord | None = None
+    handled_requests: list[str] = Field(default_factory=list, description="Ids of promote/abort/retry requests done.")
+    promoted_at: datetime | None = None
+    sunset_at: datetime | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    history: list[HistoryEntry] = Field(default_factory=list)

@@ -1,0 +1,48 @@
+"""Session fixtures: the real local stack (kube-apiserver + etcd, Prometheus, MLflow) on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.controlplane import ControlPlane, start_control_plane
+from devstack.mlflow import MlflowServer, start_mlflow
+from devstack.prometheus import PrometheusServer, start_prometheus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """A real kube-apiserver (RBAC authorization) and etcd; the kubeconfig is an admin's."""
+    plane = start_control_plane(tmp_path_factory.mktemp("controlplane"))
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real `mlflow server` with a SQLite backend store."""
+    server = start_mlflow(tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    """A real Prometheus with no targets yet; tests add theirs with `.reload([...])`."""
+    server = start_prometheus(tmp_path_factory.mktemp("prometheus"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def crd_installed(control_plane: ControlPlane) -> ControlPlane:
+    """The control plane with the ModelRollout CRD (and kopf's peering CRD) established."""
+    for crd in sorted((REPO_ROOT / "crds").glob("*.yaml")):
+        control_plane.kubectl("apply", "--server-side", "-f", str(crd))
+    control_plane.kubectl("wait", "--for=condition=established", "--timeout=60s",
+                          "crd/modelrollouts.mlops.cvntrade.io")
+    return control_plane
