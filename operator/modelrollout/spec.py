@@ -291,8 +291,8 @@ class Stage(SpecModel):
     symbols: list[Symbol] | None = Field(default=None, max_length=50,
                                          json_schema_extra={"x-kubernetes-list-type": "set"})
     min_duration: Duration = "0s"
-    gates: list[Gate] = Field(default_factory=list, max_length=20)
-    rollback_triggers: list[RollbackTrigger] = Field(default_factory=list, max_length=20)
+    gates: list[Gate] = Field(default=[], max_length=20)
+    rollback_triggers: list[RollbackTrigger] = Field(default=[], max_length=20)
     limits: Limits = Limits()
     approval: Approval = Approval()
     watch_duration: Duration | None = Field(
