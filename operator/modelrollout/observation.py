@@ -65,3 +65,4 @@ class Observation:
     triggers: tuple[Measurement, ...] = ()
     versions: ModelVersions | None = None  # None: MLflow could not be read this cycle
     versions_error: str | None = None
+    sweep_fingerprint: str | None = None  # identifies the sweep evidence judged (run ids), when read

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from modelrollout.spec import SpecModel
 
@@ -34,7 +34,9 @@ ActionType = Literal["setFlag", "moveAlias", "pinFeatures"]
 
 
 class StatusModel(SpecModel):
-    """Status entries are rewritten as a whole each cycle, so they may be frozen too."""
+    """Mutable, unlike the spec: the engine edits a deep copy and returns it."""
+
+    model_config = ConfigDict(frozen=False)
 
 
 class Measurement(StatusModel):
@@ -75,8 +77,11 @@ class Action(StatusModel):
 
     id: str
     type: ActionType
-    target: str = Field(description="ConfigMap key or registered model name.")
-    value: str = Field(description="Flag value, model version, or run id.")
+    target: str = Field(description="namespace/ConfigMap, or registered model name.")
+    value: str = Field(default="", description="Model version or run id (moveAlias, pinFeatures).")
+    alias: str = Field(default="", description="The alias moved (moveAlias) or tag set (pinFeatures).")
+    flags: dict[str, str] = Field(default_factory=dict, description="ConfigMap keys and values (setFlag).")
+    undo: dict[str, str] = Field(default_factory=dict, description="The baseline values that revert `flags`.")
     reason: str
     state: Literal["Pending", "Done"] = "Pending"
     attempts: int = 0
@@ -88,6 +93,7 @@ class Action(StatusModel):
 class RollbackRecord(StatusModel):
     reason: str
     stage: str
+    then: Literal["stop", "restart"] = Field(default="stop", description="restart: the spec changed mid-rollout.")
     started_at: datetime
     completed_at: datetime | None = None
 
@@ -113,6 +119,7 @@ class ModelVersions(StatusModel):
     champion: dict[str, str] = Field(default_factory=dict, description="Champion before promotion.")
     candidate: dict[str, str] = Field(default_factory=dict)
     feature_runs: dict[str, str] = Field(default_factory=dict, description="Feature artifact run of each champion.")
+    candidate_runs: dict[str, str] = Field(default_factory=dict, description="Run of each candidate version.")
 
 
 class ModelRolloutStatus(StatusModel):
@@ -134,6 +141,7 @@ class ModelRolloutStatus(StatusModel):
     versions: ModelVersions = ModelVersions()
     actions: list[Action] = Field(default_factory=list)
     rollback: RollbackRecord | None = None
+    failed_evidence: str = Field(default="", description="Fingerprint of the sweep a failed shadow gate judged.")
     handled_requests: list[str] = Field(default_factory=list, description="Ids of promote/abort/retry requests done.")
     promoted_at: datetime | None = None
     sunset_at: datetime | None = None

@@ -1,0 +1,615 @@
+"""The decision engine: every rule of a rollout, as one pure function of its inputs.
+
+`decide(spec, status, observation, requests, now, generation)` returns the next status and
+the Events to emit. Levers are never moved here: the engine *plans* actions into
+`status.actions` (Pending), and the shell carries them out and marks them Done. Because the
+plan is persisted before anything moves, a crash between the two is resumed, not repeated;
+and because every action sets a target state, carrying one out twice is harmless.
+
+Rules, in the order they are applied each cycle:
+1. A new rollout starts at its first stage. An edit of what is rolled out (the change, the
+   models, symbols, stages, rollback) reverts any live lever and restarts from the first stage.
+2. Human requests: `abort` rolls back now; `retry` re-runs the failed stage (after a failed
+   shadow only with new sweep evidence) or resumes a paused/degraded stage; `promote`
+   approves the awaited stage, valid only for the current revision while it is awaited.
+3. Planned actions still pending: nothing else happens until they are done.
+4. A breached rollback trigger rolls back at once, whatever else is going on (even paused).
+5. `spec.paused` stops progression; triggers keep running.
+6. Gates: an error holds (Degraded beyond `consecutiveErrorLimit`); a failure after the
+   stage's minimum duration counts, and beyond `failureLimit` rolls back (a failed shadow
+   ends as NotPromoted, touching nothing); inconclusive results after the minimum duration
+   count, and beyond `inconclusiveLimit` pause for a human; only a clean pass of every gate
+   after the minimum duration completes a stage. Nothing ever promotes on missing data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Literal
+
+from modelrollout.observation import Observation, Request
+from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
+from modelrollout.status import (
+    TERMINAL_PHASES,
+    Action,
+    ActionType,
+    ApprovalRecord,
+    Condition,
+    Counters,
+    HistoryEntry,
+    Measurement,
+    ModelRolloutStatus,
+    ModelVersions,
+    Phase,
+    RollbackRecord,
+    Verdict,
+)
+
+HISTORY_LIMIT = 50
+HANDLED_REQUESTS_LIMIT = 20
+PAUSED_BY_SPEC = "paused by spec.paused; rollback triggers keep running"
+VERDICT_SEVERITY: dict[Verdict, int] = {"Pass": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to emit on the rollout."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: ModelRolloutStatus
+    events: tuple[Event, ...] = ()
+
+
+@dataclass(frozen=True)
+class MeasurementPlan:
+    """Which stage's gates and which stage's rollback triggers the shell should measure now."""
+
+    gates: Stage | None
+    triggers: Stage | None
+    versions: bool  # read MLflow model versions (needed before levers move)
+
+
+def revision_of(spec: ModelRolloutSpec) -> str:
+    """A short hash of what is rolled out; cosmetic fields (description, interval, paused) excluded."""
+    payload = json.dumps(spec.rollout_revision_fields(), sort_keys=True).encode()
+    return hashlib.sha256(payload).hexdigest()[:12]
+
+
+def gate_verdict(measurements: Iterable[Measurement]) -> Verdict:
+    """The worst verdict of a set (Fail > Error > Inconclusive > Pass); no measurement at all is Inconclusive."""
+    verdicts = [m.verdict for m in measurements]
+    if not verdicts:
+        return "Inconclusive"
+    return max(verdicts, key=lambda v: VERDICT_SEVERITY[v])
+
+
+def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> MeasurementPlan:
+    """What to measure this cycle, so the shell never queries what the engine will not use."""
+    if status.phase in TERMINAL_PHASES or status.phase == "RollingBack" or not status.revision:
+        return MeasurementPlan(gates=None, triggers=None, versions=False)
+    stage = _stage(spec, status)
+    live = _live_stage(spec, status)
+    gates = stage if status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
+    next_needs_versions = status.phase == "AwaitingApproval" or (
+        stage is not None and stage.type != "shadow" and not status.versions.champion)
+    return MeasurementPlan(gates=gates, triggers=live, versions=next_needs_versions or gates is not None)
+
+
+def decide(
+    spec: ModelRolloutSpec,
+    status: ModelRolloutStatus,
+    observation: Observation,
+    requests: Sequence[Request],
+    now: datetime,
+    generation: int,
+) -> Decision:
+    """The next status and the Events to emit. Pure: `status` is not modified."""
+    engine = _Engine(spec, status.model_copy(deep=True), observation, now, generation)
+    engine.run(requests)
+    return Decision(status=engine.status, events=tuple(engine.events))
+
+
+def invalid(status: ModelRolloutStatus, message: str, now: datetime, generation: int) -> Decision:
+    """A spec the operator refuses: hold, say why, and leave any live lever alone."""
+    new = status.model_copy(deep=True)
+    new.observed_generation = generation
+    if new.phase == "Invalid" and new.message == message:
+        return Decision(status=new)
+    new.phase = "Invalid"
+    new.message = message
+    _set_condition(new, "Invalid", "True", "SpecInvalid", message, now)
+    _record(new, now, f"invalid spec: {message}")
+    return Decision(status=new, events=(Event("Warning", "InvalidSpec", message),))
+
+
+def rollback_now(spec: ModelRolloutSpec, status: ModelRolloutStatus, reason: str, now: datetime) -> Decision:
+    """Start reverting every live lever (used when a rollout is deleted before it completed)."""
+    engine = _Engine(spec, status.model_copy(deep=True), Observation(), now, status.observed_generation or 0)
+    if engine.status.phase != "RollingBack":
+        engine.start_rollback(reason)
+    return Decision(status=engine.status, events=tuple(engine.events))
+
+
+def mark_action(status: ModelRolloutStatus, action_id: str, now: datetime, error: str = "") -> ModelRolloutStatus:
+    """Record one attempt of a planned action: Done, or still Pending with the error."""
+    new = status.model_copy(deep=True)
+    for action in new.actions:
+        if action.id == action_id:
+            action.attempts += 1
+            action.last_error = error
+            if not error:
+                action.state, action.done_at = "Done", now
+    return new
+
+
+def pending_actions(status: ModelRolloutStatus) -> list[Action]:
+    return [a for a in status.actions if a.state == "Pending"]
+
+
+def levers_touched(status: ModelRolloutStatus) -> bool:
+    """Whether anything live was ever moved towards the candidate in the current attempt."""
+    return bool(status.symbols_on_candidate) or status.promoted_at is not None
+
+
+@dataclass
+class _Engine:
+    spec: ModelRolloutSpec
+    status: ModelRolloutStatus
+    observation: Observation
+    now: datetime
+    generation: int
+    events: list[Event] = field(default_factory=list)
+
+    # -- the cycle ---------------------------------------------------------------------
+    def run(self, requests: Sequence[Request]) -> None:
+        self.status.observed_generation = self.generation
+        revision = revision_of(self.spec)
+        if not self.status.revision:
+            self.status.revision = revision
+            self.enter_stage(0, "rollout started")
+            return
+        if self.status.phase == "Invalid" or (
+                revision != self.status.revision and self.status.phase not in ("NotPromoted", "RolledBack", "Completed")):
+            self.restart(revision)
+            return
+        if revision != self.status.revision:  # a finished rollout edited: start over with the new plan
+            self.status.revision = revision
+            self.reset_attempt()
+            self.enter_stage(0, "spec changed after the rollout ended: starting again")
+            return
+        for request in requests:
+            if request.id not in self.status.handled_requests:
+                self.handle(request)
+        if self.status.phase == "RollingBack":
+            self.finish_rollback_if_done()
+            return
+        if pending_actions(self.status):
+            self.status.message = f"applying {len(pending_actions(self.status))} planned action(s)"
+            return
+        self.check_sunset()
+        if self.status.phase in TERMINAL_PHASES:
+            return
+        self.status.triggers = list(self.observation.triggers)
+        breached = [m for m in self.observation.triggers if m.verdict == "Fail"]
+        if breached:
+            first = breached[0]
+            self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
+                                f"{_fmt(first.value)} ({first.threshold})")
+            return
+        if self.spec.paused:
+            if self.status.phase != "AwaitingApproval":
+                self.set_phase("Paused", PAUSED_BY_SPEC)
+            return
+        if self.status.phase == "Paused" and self.status.message == PAUSED_BY_SPEC:
+            self.set_phase(self.running_phase(), "resumed: spec.paused cleared")
+        if self.status.phase in ("AwaitingApproval", "Paused"):
+            return
+        if self.status.stage_started_at is None:  # a stage that could not begin (MLflow was down): try again
+            self.begin_stage(self.status.stage_index, "retrying the start")
+            return
+        self.evaluate_gates()
+
+    # -- requests ------------------------------------------------------------------------
+    def handle(self, request: Request) -> None:
+        self.status.handled_requests = (self.status.handled_requests + [request.id])[-HANDLED_REQUESTS_LIMIT:]
+        if request.kind == "abort":
+            if self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
+                self.events.append(Event("Normal", "AbortIgnored", f"abort by {request.by}: rollout is "
+                                                                   f"{self.status.phase}, nothing to abort"))
+                return
+            self.start_rollback(f"aborted by {request.by}" + (f" ({request.ticket})" if request.ticket else ""))
+        elif request.kind == "retry":
+            self.retry(request)
+        else:
+            self.promote(request)
+
+    def promote(self, request: Request) -> None:
+        stage = _stage(self.spec, self.status)
+        if self.status.phase != "AwaitingApproval" or stage is None:
+            self.events.append(Event("Warning", "ApprovalRejected",
+                                     f"promote by {request.by} ignored: rollout is {self.status.phase}, "
+                                     "not awaiting approval"))
+            return
+        if request.stage != stage.name or request.revision != self.status.revision:
+            self.events.append(Event("Warning", "ApprovalRejected",
+                                     f"promote by {request.by} was for stage {request.stage!r} revision "
+                                     f"{request.revision!r}; awaiting stage {stage.name!r} revision "
+                                     f"{self.status.revision!r}"))
+            return
+        if self.observation.versions is None:
+            # Cannot record the champion it would displace: hold the approval until MLflow answers.
+            self.status.handled_requests.remove(request.id)
+            self.status.message = f"approved, waiting for MLflow to record the champion: {self.observation.versions_error}"
+            return
+        self.status.approval = ApprovalRecord(stage=stage.name, revision=self.status.revision, by=request.by,
+                                              at=request.at, ticket=request.ticket)
+        self.events.append(Event("Normal", "Approved", f"stage {stage.name} approved by {request.by}"
+                                 + (f" ({request.ticket})" if request.ticket else "")))
+        self.begin_stage(self.status.stage_index, f"approved by {request.by}")
+
+    def retry(self, request: Request) -> None:
+        phase = self.status.phase
+        if phase == "NotPromoted":
+            fingerprint = self.observation.sweep_fingerprint
+            if fingerprint is None or fingerprint == self.status.failed_evidence:
+                self.events.append(Event("Warning", "RetryRejected",
+                                         f"retry by {request.by}: the shadow gate needs new sweep evidence"))
+                return
+            self.reset_attempt()
+            self.enter_stage(0, f"retried by {request.by} with new sweep evidence")
+        elif phase == "RolledBack" and self.status.rollback is not None:
+            index = _stage_index(self.spec, self.status.rollback.stage)
+            self.reset_attempt()
+            self.enter_stage(index, f"retried by {request.by}: stage {self.spec.stages[index].name} from scratch")
+        elif phase in ("Paused", "Degraded"):
+            self.status.counters = Counters()
+            self.set_phase(self.running_phase(), f"resumed by {request.by}")
+        else:
+            self.events.append(Event("Normal", "RetryIgnored", f"retry by {request.by}: rollout is {phase}"))
+
+    # -- stages --------------------------------------------------------------------------
+    def enter_stage(self, index: int, why: str) -> None:
+        """Move to stage `index`: await approval first if it needs one, else begin it."""
+        stage = self.spec.stages[index]
+        self.status.stage, self.status.stage_index = stage.name, index
+        self.status.counters = Counters()
+        self.status.gates = []
+        if stage.approval.required:
+            self.status.awaiting_since = self.now
+            self.set_phase("AwaitingApproval", f"{why}; stage {stage.name} awaits approval "
+                                               f"(kubectl modelrollout promote)", event_reason="AwaitingApproval")
+            return
+        self.begin_stage(index, why)
+
+    def begin_stage(self, index: int, why: str) -> None:
+        """Start stage `index` now: plan the lever moves it needs, start its clock."""
+        stage = self.spec.stages[index]
+        self.status.stage, self.status.stage_index = stage.name, index
+        self.status.stage_started_at = self.now
+        self.status.awaiting_since = None
+        self.status.counters = Counters()
+        if stage.type != "shadow":
+            observed = self.observation.versions
+            if observed is None:
+                self.status.stage_started_at = None
+                self.set_phase("Degraded", f"cannot start {stage.name}: MLflow could not be read to record the "
+                               f"champion and candidate versions ({self.observation.versions_error})")
+                return
+            if not levers_touched(self.status):  # the champion to return to is the one before any lever moved
+                self.status.versions = observed.model_copy(deep=True)
+            self.status.versions.candidate = dict(observed.candidate)
+            self.status.versions.candidate_runs = dict(observed.candidate_runs)
+        if stage.type == "canary":
+            symbols = self.spec.stage_symbols(stage)
+            self.plan("setFlag", self.configmap(), reason=f"canary {stage.name}",
+                      flags={self.spec.change.override_key(s): self.spec.change.candidate for s in symbols},
+                      undo=self.baseline_flags())
+            self.status.symbols_on_candidate = sorted(set(self.status.symbols_on_candidate) | set(symbols))
+        elif stage.type == "full":
+            self.plan_promotion(stage)
+        self.set_phase("Watching" if stage.type == "full" else "Progressing", f"{why}; stage {stage.name} started",
+                       event_reason="StageStarted")
+
+    def plan_promotion(self, stage: Stage) -> None:
+        change, models = self.spec.change, self.spec.models
+        flags = {change.key: change.candidate} | {change.override_key(s): change.candidate for s in self.spec.symbols}
+        self.plan("setFlag", self.configmap(), reason=f"promote {stage.name}", flags=flags, undo=self.baseline_flags())
+        versions = self.status.versions
+        for symbol in self.spec.symbols:
+            name = models.registered_model(symbol)
+            candidate = versions.candidate.get(name)
+            if candidate is None:
+                continue
+            if name in versions.champion:
+                self.plan("moveAlias", name, reason=f"promote {stage.name}", alias=models.aliases.previous,
+                          value=versions.champion[name])
+            self.plan("moveAlias", name, reason=f"promote {stage.name}", alias=models.aliases.champion,
+                      value=candidate)
+            if models.feature_artifact.enabled and name in versions.candidate_runs:
+                self.plan("pinFeatures", name, reason=f"promote {stage.name}", alias=models.feature_artifact.tag,
+                          value=versions.candidate_runs[name])
+        self.status.symbols_on_candidate = sorted(self.spec.symbols)
+        self.status.promoted_at = self.now
+        self.status.sunset_at = self.sunset_time()
+
+    def evaluate_gates(self) -> None:
+        stage = _stage(self.spec, self.status)
+        if stage is None or self.status.stage_started_at is None:
+            return
+        gates = list(self.observation.gates)
+        self.status.gates = gates
+        self.status.last_evaluated_at = self.now
+        by_gate = {g.name: gate_verdict(m for m in gates if m.name == g.name) for g in stage.gates}
+        counters, limits = self.status.counters, stage.limits
+        elapsed = self.now - self.status.stage_started_at
+        needed = self.stage_duration(stage)
+        decisive = elapsed >= needed
+        errors = [n for n, v in by_gate.items() if v == "Error"]
+        failures = [n for n, v in by_gate.items() if v == "Fail"]
+        inconclusive = [n for n, v in by_gate.items() if v == "Inconclusive"]
+        self.status.message = _summary(by_gate)
+        if errors:
+            counters.consecutive_errors += 1
+            why = "; ".join(m.message for m in gates if m.verdict == "Error")[:300]
+            self.set_condition("Degraded", "True", "MeasurementErrors", why)
+            if counters.consecutive_errors > limits.consecutive_error_limit:
+                self.set_phase("Degraded", f"holding: {counters.consecutive_errors} consecutive measurement errors "
+                               f"({', '.join(errors)}): {why}", event_reason="Degraded")
+            else:
+                self.status.message = f"holding: measurement error in {', '.join(errors)}: {why}"
+            return
+        counters.consecutive_errors = 0
+        if self.status.phase == "Degraded":
+            self.set_phase(self.running_phase(), "measurements recovered", event_reason="Recovered")
+        if failures and decisive:
+            counters.failures += 1
+            if counters.failures > limits.failure_limit:
+                self.fail_stage(stage, failures)
+                return
+        if inconclusive:
+            why = "; ".join(m.message for m in gates if m.verdict == "Inconclusive")[:300]
+            self.set_condition("Degraded", "True", "MeasurementsInconclusive", why)
+            if decisive:
+                counters.inconclusive += 1
+                if counters.inconclusive > limits.inconclusive_limit:
+                    self.set_phase("Paused", f"paused for a human: {counters.inconclusive} inconclusive evaluations "
+                                   f"({', '.join(inconclusive)}): {why}; `kubectl modelrollout retry` resumes",
+                                   event_reason="InconclusiveLimit")
+                    return
+            self.status.message = f"holding: inconclusive {', '.join(inconclusive)}: {why}"
+            return
+        self.set_condition("Degraded", "False", "MeasurementsHealthy", "")
+        if failures or not decisive:
+            if not decisive:
+                left = needed - elapsed
+                self.status.message = f"{_summary(by_gate)}; {_fmt_timedelta(left)} left in {stage.name}"
+            return
+        self.complete_stage(stage)
+
+    def complete_stage(self, stage: Stage) -> None:
+        index = self.status.stage_index
+        self.events.append(Event("Normal", "StagePassed", f"stage {stage.name} passed every gate"))
+        if index + 1 < len(self.spec.stages):
+            self.enter_stage(index + 1, f"stage {stage.name} passed")
+            return
+        self.status.counters = Counters()
+        self.set_phase("Completed", f"fully promoted; sunset review due {self.status.sunset_at:%Y-%m-%d}"
+                       if self.status.sunset_at else "fully promoted", event_reason="Completed")
+
+    def fail_stage(self, stage: Stage, failures: list[str]) -> None:
+        why = f"gate(s) {', '.join(failures)} failed in stage {stage.name}"
+        if stage.type == "shadow" and not levers_touched(self.status):
+            self.status.failed_evidence = self.observation.sweep_fingerprint or ""
+            self.set_phase("NotPromoted", f"{why}: nothing live was touched; the change stays available",
+                           event_reason="NotPromoted", warning=True)
+            return
+        self.start_rollback(why)
+
+    # -- rollback ------------------------------------------------------------------------
+    def start_rollback(self, reason: str, then: Literal["stop", "restart"] = "stop") -> None:
+        """Plan the revert in the spec's order; every step sets the baseline target explicitly."""
+        stage_name = self.status.stage or self.spec.stages[0].name
+        self.status.rollback = RollbackRecord(reason=reason, stage=stage_name, started_at=self.now, then=then)
+        self.status.awaiting_since = None
+        forward = [a for a in self.status.actions if a.reason != "rollback"]
+        # Pending forward actions are superseded; one may have landed just before a crash, so its undo counts too.
+        self.status.actions = [a for a in self.status.actions if a.state == "Done"]
+        if levers_touched(self.status):
+            for step in self.spec.rollback.order:
+                self.plan_revert(step, forward)
+        self.set_phase("RollingBack", f"rolling back: {reason}", event_reason="RollingBack", warning=True)
+        self.finish_rollback_if_done()
+
+    def plan_revert(self, step: str, forward: Sequence[Action]) -> None:
+        """Revert to what was recorded when the levers moved, not to what the spec says now."""
+        models, versions = self.spec.models, self.status.versions
+        if step == "configMap":
+            by_target: dict[str, dict[str, str]] = {}
+            for action in forward:
+                if action.type == "setFlag":
+                    by_target.setdefault(action.target, {}).update(action.undo)
+            for target, flags in sorted(by_target.items()):
+                self.plan("setFlag", target, reason="rollback", flags=flags)
+        elif step == "mlflowAlias":
+            for name, version in sorted(versions.champion.items()):
+                self.plan("moveAlias", name, reason="rollback", alias=models.aliases.champion, value=version)
+        elif step == "featureArtifact" and models.feature_artifact.enabled:
+            for name, run in sorted(versions.feature_runs.items()):
+                self.plan("pinFeatures", name, reason="rollback", alias=models.feature_artifact.tag, value=run)
+
+    def finish_rollback_if_done(self) -> None:
+        pending = pending_actions(self.status)
+        rollback = self.status.rollback
+        if pending or rollback is None:
+            if pending:
+                self.status.message = f"rolling back ({len(pending)} action(s) left): {rollback.reason if rollback else ''}"
+            return
+        rollback.completed_at = self.now
+        self.status.symbols_on_candidate = []
+        self.status.promoted_at = None
+        if rollback.then == "restart":
+            self.reset_attempt()
+            self.enter_stage(0, "spec changed mid-rollout: live levers reverted, restarting")
+            return
+        self.set_phase("RolledBack", f"rolled back: {rollback.reason}", event_reason="RolledBack", warning=True)
+
+    def restart(self, revision: str) -> None:
+        self.events.append(Event("Normal", "SpecChanged", f"what is rolled out changed (revision "
+                                 f"{self.status.revision} -> {revision})"))
+        self.status.revision = revision
+        if levers_touched(self.status):
+            # Revert with the *recorded* targets: planned actions carry their own keys and versions.
+            self.start_rollback("spec changed mid-rollout", then="restart")
+            return
+        self.reset_attempt()
+        self.enter_stage(0, "spec changed mid-rollout: restarting")
+
+    def reset_attempt(self) -> None:
+        self.status.counters = Counters()
+        self.status.approval = None
+        self.status.rollback = None
+        self.status.promoted_at = None
+        self.status.sunset_at = None
+        self.status.symbols_on_candidate = []
+        self.status.versions = ModelVersions()
+        self.status.failed_evidence = ""
+        self.status.gates, self.status.triggers = [], []
+        self.status.actions = []
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def plan(self, type_: ActionType, target: str, *, reason: str, alias: str = "", value: str = "",
+             flags: dict[str, str] | None = None, undo: dict[str, str] | None = None) -> None:
+        number = int(self.status.actions[-1].id.split("-")[0]) + 1 if self.status.actions else 1
+        self.status.actions.append(Action(
+            id=f"{number:04d}-{type_}", type=type_, target=target, value=value, alias=alias,
+            flags=dict(flags or {}), undo=dict(undo or {}), reason=reason, planned_at=self.now))
+
+    def baseline_flags(self) -> dict[str, str]:
+        """Every key the rollout may set, at its baseline value: what a revert writes back."""
+        change = self.spec.change
+        return {change.key: change.baseline} | {change.override_key(s): change.baseline for s in self.spec.symbols}
+
+    def running_phase(self) -> Phase:
+        return "Watching" if self.status.promoted_at else "Progressing"
+
+    def configmap(self) -> str:
+        ref = self.spec.change.config_map
+        return f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
+
+    def stage_duration(self, stage: Stage) -> timedelta:
+        needed = parse_duration(stage.min_duration)
+        if stage.watch_duration:
+            needed = max(needed, parse_duration(stage.watch_duration))
+        return needed
+
+    def sunset_time(self) -> datetime | None:
+        accountability = self.spec.accountability
+        if accountability.sunset_after:
+            return self.now + parse_duration(accountability.sunset_after)
+        if accountability.sunset_date:
+            return datetime.combine(accountability.sunset_date, datetime.min.time(), tzinfo=self.now.tzinfo)
+        return None
+
+    def check_sunset(self) -> None:
+        sunset = self.status.sunset_at
+        if sunset is None or self.now < sunset or self.status.phase == "RolledBack":
+            return
+        if _condition(self.status, "SunsetDue") != "True":
+            message = (f"sunset {sunset:%Y-%m-%d %H:%M} passed: {self.spec.accountability.owner} must accept "
+                       "or revisit the change")
+            self.set_condition("SunsetDue", "True", "SunsetPassed", message)
+            self.events.append(Event("Warning", "SunsetDue", message))
+
+    def set_phase(self, phase: Phase, message: str, *, event_reason: str | None = None, warning: bool = False) -> None:
+        changed = phase != self.status.phase
+        self.status.phase = phase
+        self.status.message = message
+        self.status.live = f"{len(self.status.symbols_on_candidate)}/{len(self.spec.symbols)}"
+        self.refresh_conditions()
+        if changed or event_reason:
+            _record(self.status, self.now, message)
+            self.events.append(Event("Warning" if warning else "Normal", event_reason or phase, message))
+
+    def set_condition(self, type_: str, value: str, reason: str, message: str) -> None:
+        _set_condition(self.status, type_, value, reason, message, self.now)
+
+    def refresh_conditions(self) -> None:
+        phase = self.status.phase
+        progressing = phase in ("Progressing", "Watching", "RollingBack", "AwaitingApproval")
+        self.set_condition("Progressing", "True" if progressing else "False", phase, "")
+        self.set_condition("AwaitingApproval", "True" if phase == "AwaitingApproval" else "False", phase, "")
+        self.set_condition("Completed", "True" if phase == "Completed" else "False", phase, "")
+        self.set_condition("RolledBack", "True" if phase == "RolledBack" else "False", phase, "")
+        self.set_condition("Invalid", "False", "SpecValid", "")
+        if phase == "Degraded":
+            self.set_condition("Degraded", "True", "Holding", self.status.message)
+
+
+def _stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | None:
+    index = status.stage_index
+    if 0 <= index < len(spec.stages) and spec.stages[index].name == status.stage:
+        return spec.stages[index]
+    return None
+
+
+def _stage_index(spec: ModelRolloutSpec, name: str) -> int:
+    return next((i for i, s in enumerate(spec.stages) if s.name == name), 0)
+
+
+def _live_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | None:
+    """The stage whose rollback triggers guard what is live now (none while nothing is live)."""
+    if not levers_touched(status):
+        return None
+    stage = _stage(spec, status)
+    if status.phase == "AwaitingApproval" or stage is None or stage.type == "shadow":
+        started = [s for s in spec.stages[: status.stage_index] if s.type != "shadow"]
+        return started[-1] if started else None
+    return stage
+
+
+def _condition(status: ModelRolloutStatus, type_: str) -> str | None:
+    return next((c.status for c in status.conditions if c.type == type_), None)
+
+
+def _set_condition(status: ModelRolloutStatus, type_: str, value: str, reason: str, message: str,
+                   now: datetime) -> None:
+    for condition in status.conditions:
+        if condition.type == type_:
+            if condition.status != value:
+                condition.last_transition_time = now
+            condition.status, condition.reason, condition.message = value, reason, message  # type: ignore[assignment]
+            return
+    status.conditions.append(Condition(type=type_, status=value, reason=reason, message=message,  # type: ignore[arg-type]
+                                       last_transition_time=now))
+
+
+def _record(status: ModelRolloutStatus, now: datetime, message: str) -> None:
+    status.history = (status.history + [HistoryEntry(at=now, stage=status.stage, phase=status.phase,
+                                                     message=message)])[-HISTORY_LIMIT:]
+
+
+def _summary(by_gate: dict[str, Verdict]) -> str:
+    return ", ".join(f"{name}={verdict}" for name, verdict in by_gate.items()) or "no gates"
+
+
+def _fmt(value: float | None) -> str:
+    return "no data" if value is None else f"{value:.4g}"
+
+
+def _fmt_timedelta(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return (f"{days}d" if days else "") + (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + \
+        f"{seconds}s"
