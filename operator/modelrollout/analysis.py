@@ -1,0 +1,84 @@
+"""One analysis cycle's measurements for a stage: run the queries, hand the answers to the gates.
+
+Imperative shell around `modelrollout.gates` and `modelrollout.sweep_stats`: it only
+collects the stage's distinct queries, runs each once (concurrently, so an outage costs
+one timeout per cycle, not one per query), and returns the verdicts. A query template
+that cannot be rendered (a spec flaw the schema could not catch) becomes an Error
+measurement naming the flaw, so the rollout holds instead of crashing the handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from typing import TypeVar
+
+from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_query
+from modelrollout.observation import QueryResult, SweepEvidence
+from modelrollout.prometheus_provider import PrometheusProvider
+from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
+from modelrollout.status import Measurement
+from modelrollout.sweep_stats import evaluate_sweep
+
+MAX_PARALLEL_QUERIES = 8
+_Item = TypeVar("_Item")
+_Query = TypeVar("_Query")
+
+
+def prometheus_for(spec: ModelRolloutSpec, token: str | None) -> PrometheusProvider:
+    """The spec's Prometheus; `token` is the bearer token read from `auth_secret_ref`, if any."""
+    return PrometheusProvider(spec.prometheus.url, parse_duration(spec.prometheus.timeout).total_seconds(), token)
+
+
+def measure_stage(
+    spec: ModelRolloutSpec,
+    stage: Stage,
+    prometheus: PrometheusProvider,
+    sweep_evidence: Callable[[str], SweepEvidence],
+    now: datetime,
+) -> tuple[list[Measurement], list[Measurement]]:
+    """(gate measurements, trigger measurements) for the stage's symbols, one per symbol each."""
+    symbols = spec.stage_symbols(stage)
+    gate_plans = [_rendered(gate_queries, gate, symbols) for gate in stage.gates]
+    trigger_plans = [_rendered(trigger_query, trigger, symbols) for trigger in stage.rollback_triggers]
+    answers = _run_once(prometheus, [query for plan in gate_plans if isinstance(plan, dict) for query in plan.values()]
+                        + [plan for plan in trigger_plans if isinstance(plan, str)])
+
+    gates: list[Measurement] = []
+    for gate, plan in zip(stage.gates, gate_plans):
+        if isinstance(plan, ValueError):
+            gates += _invalid(gate.name, gate.kind, symbols, plan, now)
+        elif gate.sweep is not None:
+            gates += evaluate_sweep(gate.name, gate.sweep, symbols, sweep_evidence(gate.sweep.experiment), now)
+        else:
+            gates += evaluate_gate(gate, symbols, {role: answers[query] for role, query in plan.items()}, now)
+
+    triggers: list[Measurement] = []
+    for trigger, plan in zip(stage.rollback_triggers, trigger_plans):
+        if isinstance(plan, ValueError):
+            triggers += _invalid(trigger.name, "rollbackTrigger", symbols, plan, now)
+        else:
+            triggers += evaluate_trigger(trigger, symbols, answers[plan], now)
+    return gates, triggers
+
+
+def _rendered(render: Callable[[_Item, Sequence[str]], _Query], item: _Item,
+              symbols: Sequence[str]) -> _Query | ValueError:
+    try:
+        return render(item, symbols)
+    except ValueError as error:
+        return error
+
+
+def _run_once(prometheus: PrometheusProvider, queries: Sequence[str]) -> dict[str, QueryResult]:
+    distinct = list(dict.fromkeys(queries))
+    if not distinct:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_QUERIES, len(distinct))) as pool:
+        return dict(zip(distinct, pool.map(prometheus.query, distinct)))
+
+
+def _invalid(name: str, kind: str, symbols: Sequence[str], error: ValueError, now: datetime) -> list[Measurement]:
+    return [Measurement(name=name, kind=kind, symbol=symbol, threshold="(query not rendered)", verdict="Error",
+                        message=f"invalid query template: {error}", measured_at=now) for symbol in symbols]
