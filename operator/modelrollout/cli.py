@@ -1,0 +1,157 @@
+"""`kubectl modelrollout`: see a rollout's whole story and give it a human's decision.
+
+promote / abort / retry never touch status (the operator owns it): they write a request
+annotation carrying who asked (from the apiserver's SelfSubjectReview), when, the stage and
+the spec revision it was meant for, and an id the operator records once handled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiClient, AuthenticationV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from modelrollout.crd import GROUP, PLURAL, VERSION
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX
+from modelrollout.status import TERMINAL_PHASES, ModelRolloutStatus
+
+VERDICT_MARK = {"Pass": "✔", "Fail": "✖", "Inconclusive": "?", "Error": "!"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kubectl modelrollout", description=__doc__)
+    parser.add_argument("-n", "--namespace", default=None)
+    parser.add_argument("--kubeconfig", default=None)
+    parser.add_argument("--context", default=None)
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="stages, gates (value, threshold, verdict), actions, events")
+    status.add_argument("name")
+    status.add_argument("-w", "--watch", action="store_true", help="refresh until the rollout ends")
+    status.add_argument("--interval", type=float, default=2.0)
+    promote = commands.add_parser("promote", help="approve the stage the rollout awaits")
+    promote.add_argument("name")
+    promote.add_argument("--ticket", default="", help="change ticket reference recorded with the approval")
+    abort = commands.add_parser("abort", help="roll back now")
+    abort.add_argument("name")
+    abort.add_argument("--ticket", default="")
+    retry = commands.add_parser("retry", help="re-run a failed stage, or resume a paused one")
+    retry.add_argument("name")
+    for sub in (status, promote, abort, retry):
+        sub.add_argument("-n", "--namespace", default=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+class Plugin:
+    def __init__(self, args: argparse.Namespace) -> None:
+        kubernetes.config.load_kube_config(config_file=args.kubeconfig, context=args.context)
+        contexts, active = kubernetes.config.list_kube_config_contexts(config_file=args.kubeconfig)
+        chosen = next((c for c in contexts if c["name"] == args.context), active)
+        self.namespace = args.namespace or chosen["context"].get("namespace", "default")
+        self.client = ApiClient()
+        self.custom = CustomObjectsApi(self.client)
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def whoami(self) -> str:
+        review = AuthenticationV1Api(self.client).create_self_subject_review(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        return review.status.user_info.username
+
+    def request(self, name: str, kind: str, ticket: str = "") -> str:
+        obj = self.get(name)
+        status = ModelRolloutStatus.model_validate(obj.get("status") or {})
+        if kind == "promote" and status.phase != "AwaitingApproval":
+            raise SystemExit(f"{name} is {status.phase or 'Pending'}, not awaiting approval: nothing to promote")
+        payload = {"id": uuid.uuid4().hex[:12], "by": self.whoami(), "at": datetime.now(UTC).isoformat(),
+                   "ticket": ticket, "stage": status.stage, "revision": status.revision}
+        patch = {"metadata": {"annotations": {f"{REQUEST_ANNOTATION_PREFIX}{kind}": json.dumps(payload)}}}
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
+        return f"{kind} requested for {self.namespace}/{name} (stage {status.stage}) by {payload['by']}" + (
+            f", ticket {ticket}" if ticket else "") + f" [request {payload['id']}]"
+
+
+def render(obj: dict[str, Any]) -> str:
+    """The rollout as `kubectl argo rollouts get` shows one: stages, gates, triggers, actions, history."""
+    meta, spec = obj["metadata"], obj.get("spec", {})
+    status = ModelRolloutStatus.model_validate(obj.get("status") or {})
+    lines = [f"Name:      {meta['namespace']}/{meta['name']}",
+             f"Phase:     {status.phase}    Stage: {status.stage or '-'}    Live on candidate: {status.live}",
+             f"Message:   {status.message}",
+             f"Change:    {spec.get('change', {}).get('key')}: {spec.get('change', {}).get('baseline')} -> "
+             f"{spec.get('change', {}).get('candidate')}    Revision: {status.revision}"]
+    if status.approval:
+        a = status.approval
+        lines.append(f"Approved:  {a.stage} by {a.by} at {a.at:%Y-%m-%d %H:%M:%S}" + (f" ({a.ticket})" if a.ticket else ""))
+    if status.rollback:
+        r = status.rollback
+        lines.append(f"Rollback:  {r.reason} (stage {r.stage}, started {r.started_at:%H:%M:%S}"
+                     + (f", completed {r.completed_at:%H:%M:%S})" if r.completed_at else ", in progress)"))
+    lines += ["", "Stages:"]
+    for index, stage in enumerate(spec.get("stages", [])):
+        mark = "▶" if index == status.stage_index and status.stage == stage["name"] else (
+            "✔" if index < status.stage_index else "·")
+        symbols = ",".join(stage.get("symbols") or spec.get("symbols", []))
+        approval = " [approval]" if stage.get("approval", {}).get("required") else ""
+        lines.append(f"  {mark} {stage['name']:<10} {stage['type']:<7} min {stage.get('minDuration', '0s'):<6} "
+                     f"{symbols}{approval}")
+    for title, rows in (("Gates", status.gates), ("Rollback triggers", status.triggers)):
+        if rows:
+            lines += ["", f"{title}:", f"  {'NAME':<24} {'SYMBOL':<9} {'VALUE':>10} {'BASELINE':>10}  {'THRESHOLD':<36} VERDICT"]
+            for m in rows:
+                lines.append(f"  {m.name:<24} {m.symbol:<9} {_num(m.value):>10} {_num(m.baseline):>10}  "
+                             f"{m.threshold[:36]:<36} {VERDICT_MARK[m.verdict]} {m.verdict}"
+                             + (f"  {m.message[:60]}" if m.verdict != "Pass" and m.message else ""))
+    if status.actions:
+        lines += ["", "Actions:"]
+        for action in status.actions:
+            what = (", ".join(f"{k}={v}" for k, v in sorted(action.flags.items())) if action.type == "setFlag"
+                    else f"{action.alias} -> {action.value}")
+            when = f"{action.done_at:%H:%M:%S}" if action.done_at else f"pending ({action.attempts} tries)"
+            lines.append(f"  {action.id} {action.reason:<16} {action.type:<11} {action.target}: {what[:70]}  {when}"
+                         + (f"  last error: {action.last_error[:80]}" if action.last_error else ""))
+    if status.history:
+        lines += ["", "History:"]
+        lines += [f"  {h.at:%H:%M:%S} {h.stage:<10} {h.phase:<16} {h.message[:90]}" for h in status.history[-10:]]
+    return "\n".join(lines)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plugin = Plugin(args)
+    try:
+        if args.command == "status":
+            while True:
+                obj = plugin.get(args.name)
+                text = render(obj)
+                if args.watch:
+                    sys.stdout.write("\033[2J\033[H" if sys.stdout.isatty() else "\n")
+                print(text, flush=True)
+                phase = (obj.get("status") or {}).get("phase", "")
+                if not args.watch or phase in TERMINAL_PHASES:
+                    return 0
+                time.sleep(args.interval)
+        print(plugin.request(args.name, args.command, getattr(args, "ticket", "")))
+        return 0
+    except ApiException as error:
+        reason = json.loads(error.body).get("message", error.reason) if error.body else error.reason
+        print(f"error: {reason}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

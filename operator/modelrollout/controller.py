@@ -1,0 +1,250 @@
+"""The imperative shell: one reconcile cycle of one rollout, gluing adapters to the engine.
+
+read rollout -> carry out actions left pending (a crash, a failed call) -> measure what
+the engine will use -> decide -> persist the decision (the plan lands before any lever
+moves) -> carry out the newly planned actions, persisting each as it is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kubernetes.client.exceptions import ApiException
+from pydantic import ValidationError
+
+from modelrollout import engine
+from modelrollout.analysis import measure_stage, prometheus_for
+from modelrollout.engine import Event, MeasurementPlan
+from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests
+from modelrollout.metrics import OperatorMetrics
+from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
+from modelrollout.observation import Observation, Request, SweepEvidence
+from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
+from modelrollout.status import Action, Measurement, ModelRolloutStatus
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[RolloutObject, Event], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def validation_message(error: ValidationError) -> str:
+    """Pydantic's errors as `field.path: message; ...`, the way kubectl users read them."""
+    parts = []
+    for item in error.errors():
+        location = ".".join(str(p) for p in item["loc"])
+        parts.append(f"spec.{location}: {item['msg']}" if location else item["msg"])
+    return "; ".join(parts)[:1000]
+
+
+@dataclass
+class Controller:
+    kube: Kube
+    emit: EventSink
+    metrics: OperatorMetrics
+    clock: Callable[[], datetime] = utcnow
+    _phases: dict[str, str] = field(default_factory=dict)
+
+    # -- entry points --------------------------------------------------------------------
+    def tick(self, namespace: str, name: str) -> None:
+        """One timer tick: cheap unless the analysis interval is due or something awaits the operator."""
+        rollout = self.kube.get_rollout(namespace, name)
+        if rollout is None or rollout.deleting:
+            return
+        started = time.perf_counter()
+        try:
+            self.reconcile(rollout)
+        except Conflict as conflict:
+            log.info("%s; redoing the cycle on the next tick", conflict)
+        finally:
+            self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
+
+    def reconcile(self, rollout: RolloutObject) -> None:
+        now = self.clock()
+        status = self._status(rollout)
+        try:
+            spec = ModelRolloutSpec.model_validate(rollout.spec)
+        except ValidationError as error:
+            decision = engine.invalid(status, validation_message(error), now, rollout.generation)
+            if decision.status != status:
+                self._commit(rollout, decision.status, decision.events)
+            return
+        requests = [r for r in parse_requests(rollout.annotations) if r.id not in status.handled_requests]
+        due = status.last_evaluated_at is None or (
+            now - status.last_evaluated_at >= parse_duration(spec.analysis.interval))
+        if not (due or requests or engine.pending_actions(status) or rollout.generation != status.observed_generation):
+            return
+        rollout, status = self.carry_out(rollout, spec, status)
+        if engine.pending_actions(status):
+            return  # a lever did not move: keep retrying it before deciding anything new
+        observation = self.observe(rollout.namespace, spec, status, engine.plan_measurements(spec, status), requests,
+                                   now)
+        decision = engine.decide(spec, status, observation, requests, now, rollout.generation)
+        decision.status.last_evaluated_at = now
+        rollout = self._commit(rollout, decision.status, decision.events)
+        self._count_verdicts(observation)
+        rollout, status = self.carry_out(rollout, spec, decision.status)
+        if status.phase == "RollingBack" and not engine.pending_actions(status):
+            final = engine.decide(spec, status, Observation(), [], self.clock(), rollout.generation)
+            self._commit(rollout, final.status, final.events)
+
+    def on_delete(self, namespace: str, name: str) -> bool:
+        """Before the finalizer goes: revert live levers of an unfinished rollout. True when done."""
+        rollout = self.kube.get_rollout(namespace, name)
+        if rollout is None:
+            return True
+        status = self._status(rollout)
+        try:
+            spec = ModelRolloutSpec.model_validate(rollout.spec)
+        except ValidationError:
+            return True  # an invalid spec never moved a lever the operator could know how to revert
+        if status.phase == "Completed" or not (engine.levers_touched(status) or engine.pending_actions(status)):
+            return True
+        if status.phase not in ("RollingBack", "RolledBack"):
+            decision = engine.rollback_now(spec, status, "rollout deleted before it completed", self.clock())
+            rollout = self._commit(rollout, decision.status, decision.events)
+            status = decision.status
+        rollout, status = self.carry_out(rollout, spec, status)
+        return not engine.pending_actions(status)
+
+    # -- measuring -----------------------------------------------------------------------
+    def observe(self, namespace: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, plan: MeasurementPlan,
+                requests: list[Request], now: datetime) -> Observation:
+        mlflow = MlflowProvider(spec.models.tracking_uri, parse_duration(spec.prometheus.timeout).total_seconds())
+        evidence: dict[str, SweepEvidence] = {}
+
+        def sweep(experiment: str) -> SweepEvidence:
+            if experiment not in evidence:
+                evidence[experiment] = mlflow.sweep_evidence(experiment)
+            return evidence[experiment]
+
+        gates: list[Measurement] = []
+        triggers: list[Measurement] = []
+        stages = _measured_stages(plan)
+        if stages:
+            prometheus = prometheus_for(spec, self._token(namespace, spec))
+            for stage, want_gates, want_triggers in stages:
+                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now)
+                gates += measured_gates if want_gates else []
+                triggers += measured_triggers if want_triggers else []
+        if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):
+            for stage in spec.stages:
+                for gate in stage.gates:
+                    if gate.sweep is not None:
+                        sweep(gate.sweep.experiment)
+        versions, versions_error = None, None
+        if plan.versions:
+            try:
+                versions = mlflow.model_versions(spec.models, spec.symbols)
+            except MlflowUnavailable as error:
+                versions_error = str(error)
+        return Observation(gates=tuple(gates), triggers=tuple(triggers), versions=versions,
+                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence))
+
+    def _token(self, namespace: str, spec: ModelRolloutSpec) -> str | None:
+        """The Prometheus bearer token from the Secret the spec names, in the rollout's namespace."""
+        ref = spec.prometheus.auth_secret_ref
+        if ref is None:
+            return None
+        try:
+            return self.kube.read_secret_key(namespace, ref.name, ref.key)
+        except (ApiException, LookupError) as error:
+            log.warning("cannot read the Prometheus token: %s", error)
+            return None
+
+    # -- acting --------------------------------------------------------------------------
+    def carry_out(self, rollout: RolloutObject, spec: ModelRolloutSpec,
+                  status: ModelRolloutStatus) -> tuple[RolloutObject, ModelRolloutStatus]:
+        """Carry out pending actions in order, persisting each result; stop at the first failure."""
+        for action in engine.pending_actions(status):
+            error = ""
+            try:
+                changed = self.execute(rollout.namespace, spec, action)
+            except Exception as failure:  # noqa: BLE001 - any failure keeps the action pending, with its reason
+                error = f"{type(failure).__name__}: {failure}"[:500]
+            status = engine.mark_action(status, action.id, self.clock(), error)
+            if error:
+                event = Event("Warning", "ActionFailed", f"{_describe(action)} failed (will retry): {error}")
+            else:
+                event = Event("Normal", "ActionDone", f"{_describe(action)}" + ("" if changed else " (already so)"))
+                if action.reason == "rollback":
+                    self.metrics.rollback_actions.labels(action=action.type).inc()
+            rollout = self._commit(rollout, status, (event,))
+            if error:
+                break
+        return rollout, status
+
+    def execute(self, namespace: str, spec: ModelRolloutSpec, action: Action) -> bool:
+        if action.type == "setFlag":
+            target_namespace, _, configmap = action.target.rpartition("/")
+            return self.kube.set_flags(target_namespace or namespace, configmap, action.flags)
+        mlflow = MlflowProvider(spec.models.tracking_uri, parse_duration(spec.prometheus.timeout).total_seconds())
+        if action.type == "moveAlias":
+            return mlflow.set_alias(action.target, action.alias, action.value)
+        return mlflow.set_model_tag(action.target, action.alias, action.value)
+
+    # -- persistence ---------------------------------------------------------------------
+    def _status(self, rollout: RolloutObject) -> ModelRolloutStatus:
+        try:
+            return ModelRolloutStatus.model_validate(rollout.status)
+        except ValidationError as error:
+            log.error("%s/%s: unreadable status, starting from an empty one: %s", rollout.namespace, rollout.name,
+                      error)
+            return ModelRolloutStatus()
+
+    def _commit(self, rollout: RolloutObject, status: ModelRolloutStatus,
+                events: tuple[Event, ...] | list[Event]) -> RolloutObject:
+        written = self.kube.write_status(rollout, status)
+        for event in events:
+            self.emit(written, event)
+        key = f"{rollout.namespace}/{rollout.name}"
+        self._phases[key] = status.phase
+        self.metrics.set_phases(self._phases)
+        self.metrics.stage_info(rollout.namespace, rollout.name, status.stage, status.phase)
+        return written
+
+    def _count_verdicts(self, observation: Observation) -> None:
+        for measurement in observation.gates:
+            self.metrics.gate_evaluations.labels(gate=measurement.name, verdict=measurement.verdict).inc()
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._phases.pop(f"{namespace}/{name}", None)
+        self.metrics.set_phases(self._phases)
+
+
+def _measured_stages(plan: MeasurementPlan) -> list[tuple[Stage, bool, bool]]:
+    """(stage, use its gates, use its triggers), measuring one stage once when both come from it."""
+    if plan.gates is not None and plan.triggers is not None and plan.gates.name == plan.triggers.name:
+        return [(plan.gates, True, True)]
+    stages = []
+    if plan.gates is not None:
+        stages.append((plan.gates.model_copy(update={"rollback_triggers": []}), True, False))
+    if plan.triggers is not None:
+        stages.append((plan.triggers.model_copy(update={"gates": []}), False, True))
+    return stages
+
+
+def _fingerprint(evidence: dict[str, SweepEvidence]) -> str | None:
+    """Identifies the sweep runs judged, so a retry after a failed shadow can demand new evidence."""
+    readable = [e for e in evidence.values() if e.error is None]
+    if not readable:
+        return None
+    run_ids = sorted(row.run_id for e in readable for row in e.rows)
+    return hashlib.sha256("\n".join(run_ids).encode()).hexdigest()[:16]
+
+
+def _describe(action: Action) -> str:
+    if action.type == "setFlag":
+        keys = ", ".join(f"{k}={v}" for k, v in sorted(action.flags.items()))
+        return f"{action.reason}: ConfigMap {action.target} set {keys}"
+    if action.type == "moveAlias":
+        return f"{action.reason}: MLflow alias {action.target}@{action.alias} -> version {action.value}"
+    return f"{action.reason}: MLflow tag {action.target} {action.alias}={action.value}"

@@ -1,0 +1,50 @@
+"""kopf glue: a timer drives each rollout's reconcile cycle; deletion reverts first.
+
+Design around kopf's traps: all state is in `.status` (progress and diff-base go to
+annotations, never to undeclared status fields the apiserver would prune); timers add
+kopf's finalizer, so deleting an unfinished rollout reverts its levers before the
+finalizer goes, and blocks while no operator runs (documented in docs/semantics.md);
+handlers never return values (kopf would store them in status).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+from kubernetes.client import ApiClient
+
+from modelrollout.controller import Controller
+from modelrollout.crd import GROUP, PLURAL, VERSION
+from modelrollout.events import EventRecorder
+from modelrollout.kube import Kube, load_config
+from modelrollout.metrics import OperatorMetrics
+
+TICK_SECONDS = 1.0
+log = logging.getLogger(__name__)
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+    settings.peering.mandatory = memo.get("peering_mandatory", True)
+    settings.posting.enabled = False  # our own Events are explicit; kopf's per-handler chatter is not
+    settings.execution.max_workers = memo.get("max_workers", 20)
+    load_config()
+    client = ApiClient()
+    metrics: OperatorMetrics = memo.get("metrics") or OperatorMetrics()
+    memo.controller = Controller(kube=Kube(client), emit=EventRecorder(Kube(client).core), metrics=metrics)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, sharp=False)
+def tick(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.tick(namespace, name)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+def revert_on_delete(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    if not memo.controller.on_delete(namespace, name):
+        raise kopf.TemporaryError("reverting live levers before the rollout goes", delay=2)
+    memo.controller.forget(namespace, name)
