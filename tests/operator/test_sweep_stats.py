@@ -25,7 +25,8 @@ def runs(symbol: str, baseline: Sequence[float], candidate: Sequence[float], *, 
     """One baseline and one candidate run per fold, paired by position."""
     rows = []
     for fold, (b, c) in enumerate(zip(baseline, candidate, strict=True)):
-        rows.append(SweepRow(f"{symbol}-{fold}-b", symbol, str(fold), "baseline", {"f1_buy": b, "ece_hold": ece_baseline}))
+        rows.append(SweepRow(f"{symbol}-{fold}-b", symbol, str(fold), "baseline",
+                             {"f1_buy": b, "ece_hold": ece_baseline}))
         rows.append(SweepRow(f"{symbol}-{fold}-c", symbol, str(fold), "candidate",
                              {"f1_buy": c, "ece_hold": ece_candidate}))
     return rows
