@@ -1,0 +1,180 @@
+"""`model-runtime journal-exporter`: the trade journal's outcomes as Prometheus metrics.
+
+Every `--refresh-interval` it reads the closed trades of the last `--window` from the journal
+(any SQLAlchemy URL: SQLite by default, `postgresql+psycopg://...` in production) and serves,
+per symbol and variant, on /metrics:
+
+    expectancy_net_realized   mean net PnL per closed trade in the window
+    expectancy_net_stddev     its sample standard deviation (two trades or more)
+    n_trades                  closed trades in the window
+    sortino_ratio             mean over downside deviation (needs a losing trade)
+    live_f1_buy               F1 of the buy class, once outcomes are known
+
+A series that is empty, late (newest close older than `--max-staleness`) or has a malformed
+row has no sample at all, so the operator's gates go inconclusive rather than judge a made-up
+zero. A database error is logged, every outcome sample disappears until the next good read
+(`journal_exporter_up` 0), and the exporter keeps running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, Field, field_validator
+
+from model_runtime.journal import OutcomeStats, SeriesKey, outcome_stats, read_closed_since
+
+log = logging.getLogger(__name__)
+
+DB_URL_ENV = "MODELROLLOUT_JOURNAL_DB_URL"
+DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+# (metric name, help, the OutcomeStats field it exports)
+OUTCOME_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("expectancy_net_realized", "Mean net PnL per closed trade over the journal window.", "expectancy"),
+    ("expectancy_net_stddev", "Sample standard deviation of the net PnL per closed trade over the window.", "stddev"),
+    ("n_trades", "Closed trades in the journal window.", "n_trades"),
+    ("sortino_ratio", "Mean net PnL per trade over its downside deviation (target 0) in the window.", "sortino"),
+    ("live_f1_buy", "F1 of the buy class over the window's trades with a known outcome.", "f1_buy"),
+)
+
+
+def parse_duration(text: str) -> timedelta:
+    """`30s`, `15m`, `48h`, `7d` (the same forms the ModelRollout spec uses)."""
+    match = DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"bad duration {text!r}: expected a positive number and s, m, h or d, e.g. 48h")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+class ExporterConfig(BaseModel):
+    db_url: str = Field(min_length=1)
+    window: timedelta
+    max_staleness: timedelta
+    refresh_interval: timedelta
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+    @field_validator("window", "max_staleness", "refresh_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the last refresh found; the collector serves it until the next one."""
+
+    stats: dict[SeriesKey, OutcomeStats] = field(default_factory=dict)
+    up: bool = False
+    malformed_rows: int = 0
+    refreshed_at: datetime | None = None
+
+
+class JournalCollector(Collector):
+    """Serves the latest snapshot; `refresh()` replaces it from the database."""
+
+    def __init__(self, engine: sa.Engine, window: timedelta, max_staleness: timedelta,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.engine = engine
+        self.window = window
+        self.max_staleness = max_staleness
+        self.clock = clock
+        self.snapshot = Snapshot()
+        self._lock = threading.Lock()
+
+    def refresh(self) -> Snapshot:
+        now = self.clock()
+        try:
+            rows = read_closed_since(self.engine, now - self.window, now)
+        except sa.exc.SQLAlchemyError as error:
+            # No URL in the message (it may carry a password); the exception says what failed.
+            log.error("cannot read the trade journal: %s", error.__class__.__name__ + ": " + str(error).splitlines()[0])
+            snapshot = Snapshot(up=False, refreshed_at=now)
+        else:
+            stats, malformed = outcome_stats(rows, now, self.max_staleness)
+            for row in malformed:
+                log.warning("malformed journal row for %s: %s", "/".join(row.key) if row.key else "unknown series",
+                            row.reason)
+            snapshot = Snapshot(stats=stats, up=True, malformed_rows=len(malformed), refreshed_at=now)
+        with self._lock:
+            self.snapshot = snapshot
+        return snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            snapshot = self.snapshot
+        for name, help_text, attribute in OUTCOME_METRICS:
+            family = GaugeMetricFamily(name, help_text, labels=["symbol", "variant"])
+            for (symbol, variant), stats in sorted(snapshot.stats.items()):
+                value = getattr(stats, attribute)
+                if value is not None:
+                    family.add_metric([symbol, variant], float(value))
+            yield family
+        yield GaugeMetricFamily("journal_exporter_up", "1 when the last read of the trade journal succeeded.",
+                                value=1.0 if snapshot.up else 0.0)
+        yield GaugeMetricFamily("journal_exporter_malformed_rows",
+                                "Malformed rows in the window at the last read; their series have no samples.",
+                                value=float(snapshot.malformed_rows))
+        if snapshot.refreshed_at is not None:
+            yield GaugeMetricFamily("journal_exporter_last_refresh_timestamp_seconds",
+                                    "Unix time of the last read attempt.", value=snapshot.refreshed_at.timestamp())
+
+
+def parse_args(argv: list[str]) -> ExporterConfig:
+    parser = argparse.ArgumentParser(prog="model-runtime journal-exporter", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db-url", default=os.environ.get(DB_URL_ENV, "sqlite:///journal.db"),
+                        help=f"SQLAlchemy URL of the journal (default: ${DB_URL_ENV}, else sqlite:///journal.db)")
+    parser.add_argument("--window", default="48h", help="rolling window of closed trades (default 48h)")
+    parser.add_argument("--max-staleness", default="2h",
+                        help="a series whose newest close is older than this has no samples (default 2h)")
+    parser.add_argument("--refresh-interval", default="15s", help="how often the journal is read (default 15s)")
+    parser.add_argument("--host", default="0.0.0.0", help="listen address (default 0.0.0.0)")  # noqa: S104
+    parser.add_argument("--port", type=int, default=9103, help="port of /metrics (default 9103)")
+    args = parser.parse_args(argv)
+    try:
+        return ExporterConfig(db_url=args.db_url, window=args.window, max_staleness=args.max_staleness,
+                              refresh_interval=args.refresh_interval, host=args.host, port=args.port)
+    except ValueError as error:
+        parser.error(str(error))
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = parse_args(argv)
+    engine = sa.create_engine(config.db_url, pool_pre_ping=True)
+    collector = JournalCollector(engine, config.window, config.max_staleness)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    server, _ = start_http_server(config.port, addr=config.host, registry=registry)
+    log.info("journal exporter on %s:%d reading %s (window %s, max staleness %s)", config.host,
+             server.server_port, engine.url.render_as_string(hide_password=True), config.window, config.max_staleness)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.is_set():
+        collector.refresh()
+        stop.wait(config.refresh_interval.total_seconds())
+    server.shutdown()
+    engine.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
