@@ -1,0 +1,253 @@
+"""`model-runtime serve`: per-symbol inference that follows the loss flag and the MLflow aliases live.
+
+Both aliases of every symbol are kept loaded, so a flag flip is a dictionary lookup: no restart, no
+dropped request. Two background loops feed the switch: the ConfigMap/env flag is re-read every
+`config_poll_seconds` (Kubernetes swaps the `..data` symlink, so each read sees one whole version), and
+the registry is polled every `poll_seconds` for alias moves and the `feature_artifact_run_id` tag. A
+failed poll keeps the last loaded models serving and is reported in /readyz and `model_registry_up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+from aiohttp import web
+from mlflow.tracking import MlflowClient
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_runtime.config import LossFlags, LossSpec, current_flag_values
+from model_runtime.model_store import RegistryView, ServedModel, load_served_model, registry_view
+from model_runtime.serving_metrics import ServerMetrics
+from model_runtime.tracking import Naming, connect
+
+log = logging.getLogger(__name__)
+MAX_ROWS = 10_000
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MODEL_RUNTIME_", frozen=True)
+
+    tracking_uri: str
+    symbols: list[str] = Field(min_length=1)
+    strategy: str = "default"
+    host: str = "0.0.0.0"  # noqa: S104 (a pod serves its Service)
+    port: int = 8080
+    config_dir: Path | None = None
+    poll_seconds: float = Field(default=5.0, gt=0)
+    config_poll_seconds: float = Field(default=0.5, gt=0)
+    candidate_loss: str | None = None
+    window: int = Field(default=1000, ge=10)
+    naming: Naming = Naming()
+
+
+def wanted_alias(flag: LossSpec, candidate: LossSpec | None, naming: Naming) -> str:
+    """The candidate alias when the symbol's effective flag selects the candidate, else the champion."""
+    is_candidate = flag == candidate if candidate is not None else flag.is_focal
+    return naming.candidate_alias if is_candidate else naming.champion_alias
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def parse_rows(payload: object, n_features: int) -> np.ndarray:
+    """`features` as a finite float64 matrix with the model's width; BadRequest(400) otherwise."""
+    if not isinstance(payload, list) or not payload:
+        raise BadRequest(400, "'features' must be a non-empty list of rows (or one row)")
+    try:
+        x = np.asarray(payload, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise BadRequest(400, "'features' must hold numbers only, in rows of equal length") from None
+    x = x[None, :] if x.ndim == 1 else x
+    if x.ndim != 2:
+        raise BadRequest(400, "'features' must be a list of rows")
+    if x.shape[0] > MAX_ROWS:
+        raise BadRequest(413, f"at most {MAX_ROWS} rows per request")
+    if x.shape[1] != n_features:
+        raise BadRequest(400, f"expected {n_features} features per row, got {x.shape[1]}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        row, column = map(int, np.argwhere(bad)[0])
+        raise BadRequest(400, f"feature {column} of row {row} is {x[row, column]} (NaN/inf not allowed)")
+    return np.ascontiguousarray(x)
+
+
+class Runtime:
+    """Loaded models, the current flags and what each symbol serves."""
+
+    def __init__(self, settings: ServeSettings, client: MlflowClient) -> None:
+        self.settings = settings
+        self.client = client
+        self.candidate = LossSpec.parse(settings.candidate_loss) if settings.candidate_loss else None
+        self.flags = LossFlags()
+        self.flag_values: dict[str, str] | None = None
+        self.loaded: dict[str, dict[str, ServedModel]] = {s: {} for s in settings.symbols}
+        self.views: dict[str, RegistryView] = {}
+        self.serving: dict[str, ServedModel] = {}
+        self.registry_error: str | None = "not polled yet"
+        self.metrics = ServerMetrics(settings.window, lambda: self.serving)
+
+    def variant(self, alias: str) -> str:
+        return "candidate" if alias == self.settings.naming.candidate_alias else "baseline"
+
+    def reselect(self, symbol: str) -> None:
+        """Point the symbol at the alias its flag wants; fall back to the other alias until that one loads."""
+        wanted = wanted_alias(self.flags.for_symbol(symbol), self.candidate, self.settings.naming)
+        models = self.loaded[symbol]
+        model = models.get(wanted) or next(iter(models.values()), None)
+        if model is None:
+            return
+        if model.alias != wanted:
+            log.warning("symbol=%s wants alias %s which is not loaded; serving %s", symbol, wanted, model.alias)
+        previous = self.serving.get(symbol)
+        if previous is not model:
+            self.serving[symbol] = model
+            self.metrics.serving(symbol, self.variant(model.alias), model)
+            log.info("symbol=%s serving alias=%s version=%s loss_function=%s", symbol, model.alias, model.version,
+                     model.loss)
+
+    def refresh_flags(self) -> None:
+        """Re-read the flag; a bad value is logged and the previous flags stay in force."""
+        values = current_flag_values(self.settings.config_dir)
+        if values == self.flag_values:
+            return
+        self.flag_values = values
+        try:
+            self.flags = LossFlags.from_mapping(values)
+        except ValueError as error:
+            log.error("ignoring flag change, keeping the previous flags: %s", error)
+            return
+        log.info("flags changed: %s", {k: str(v) for k, v in values.items()})
+        for symbol in self.settings.symbols:
+            self.reselect(symbol)
+
+    async def poll_registry(self) -> None:
+        """Reload every alias whose version or pinned feature run changed; keep serving on any failure."""
+        errors = []
+        naming = self.settings.naming
+        for symbol in self.settings.symbols:
+            name = naming.model_name(symbol, self.settings.strategy)
+            try:
+                view = await asyncio.to_thread(registry_view, self.client, name)
+                models = dict(self.loaded[symbol])
+                for alias in (naming.champion_alias, naming.candidate_alias):
+                    version = view.versions.get(alias)
+                    current = models.get(alias)
+                    if version is None:
+                        if models.pop(alias, None) is not None:
+                            self.metrics.model_dropped(symbol, self.variant(alias))
+                        continue
+                    if current is not None and current.version == version and \
+                            current.feature_run_id == (view.feature_run_id or current.run_id):
+                        continue
+                    models[alias] = await asyncio.to_thread(load_served_model, self.client, name, alias, version,
+                                                            view.feature_run_id)
+                    self.metrics.model_loaded(symbol, self.variant(alias), models[alias])
+                    log.info("loaded %s@%s version=%s", name, alias, version)
+                self.loaded[symbol] = models
+                self.views[symbol] = view
+                self.reselect(symbol)
+            except Exception as error:  # an outage or a broken version must not stop serving
+                errors.append(f"{name}: {error}")
+                log.warning("registry poll failed for %s, keeping the loaded models: %s", name, error)
+        self.registry_error = "; ".join(errors) or None
+        self.metrics.registry_up.set(0 if errors else 1)
+
+    def readiness(self) -> tuple[bool, dict[str, object]]:
+        """Ready when every symbol serves a model; a registry outage alone degrades but keeps it ready,
+        because taking every replica out of the Service during an MLflow outage would stop trading."""
+        symbols = {s: {"alias": m.alias, "version": m.version, "loss_function": str(m.loss)}
+                   if (m := self.serving.get(s)) else None for s in self.settings.symbols}
+        ready = all(symbols.values())
+        return ready, {"ready": ready, "registry_error": self.registry_error, "symbols": symbols}
+
+
+async def _every(interval: float, step: Callable[[], Awaitable[None]]) -> None:
+    while True:
+        try:
+            await step()
+        except Exception:  # a background loop must outlive any single failure
+            log.exception("background step failed")
+        await asyncio.sleep(interval)
+
+
+def build_app(settings: ServeSettings) -> web.Application:
+    runtime = Runtime(settings, connect(settings.tracking_uri))
+    known = set(settings.symbols)
+
+    async def predict(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        symbol = "unknown"
+        try:
+            try:
+                body = json.loads(await request.read())
+            except (ValueError, UnicodeDecodeError):
+                raise BadRequest(400, "body must be JSON: {\"symbol\": ..., \"features\": [[...], ...]}") from None
+            if not isinstance(body, dict) or not isinstance(body.get("symbol"), str):
+                raise BadRequest(400, "body must be an object with a string 'symbol'")
+            if body["symbol"].upper() not in known:
+                raise BadRequest(404, f"unknown symbol {body['symbol']!r}; served: {sorted(known)}")
+            symbol = body["symbol"].upper()
+            model = runtime.serving.get(symbol)
+            if model is None:
+                raise BadRequest(503, f"no model loaded for {symbol} yet")
+            x = parse_rows(body.get("features"), model.n_features)
+            proba = model.predict_proba(x)
+        except BadRequest as error:
+            runtime.metrics.requests.labels(symbol, str(error.status)).inc()
+            return web.json_response({"error": str(error)}, status=error.status)
+        variant = runtime.variant(model.alias)
+        response = web.json_response({
+            "symbol": symbol, "alias": model.alias, "version": model.version, "variant": variant,
+            "loss_function": str(model.loss), "threshold": model.threshold,
+            "buy_proba": proba.tolist(), "buy": (proba >= model.threshold).tolist(),
+        })
+        runtime.metrics.observe(symbol, variant, x, proba, time.perf_counter() - started)
+        return response
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ready, body = runtime.readiness()
+        return web.json_response(body, status=200 if ready else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(runtime.metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def refresh_flags() -> None:
+        runtime.refresh_flags()
+
+    async def background(_: web.Application) -> AsyncIterator[None]:
+        runtime.refresh_flags()
+        tasks = [asyncio.create_task(_every(settings.config_poll_seconds, refresh_flags)),
+                 asyncio.create_task(_every(settings.poll_seconds, runtime.poll_registry))]
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = web.Application(client_max_size=16 * 1024 * 1024)
+    app.router.add_post("/predict", predict)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.cleanup_ctx.append(background)
+    return app
+
+
+def run_server(settings: ServeSettings) -> int:
+    web.run_app(build_app(settings), host=settings.host, port=settings.port, access_log=None,
+                print=lambda message: log.info("%s", message))
+    return 0
