@@ -9,11 +9,13 @@ and because every action sets a target state, carrying one out twice is harmless
 Rules, in the order they are applied each cycle:
 1. A new rollout starts at its first stage. An edit of what is rolled out (the change, the
    models, symbols, stages, rollback) reverts any live lever and restarts from the first stage.
-2. Human requests: `abort` rolls back now; `retry` re-runs the failed stage (after a failed
+2. A breached rollback trigger rolls back at once, whatever else is going on (even paused,
+   even with actions still pending, and before any request: the triggers were measured for
+   the state as it is, so a `promote` in the same cycle cannot move more levers first).
+3. Human requests: `abort` rolls back now; `retry` re-runs the failed stage (after a failed
    shadow only with new sweep evidence) or resumes a paused/degraded stage; `promote`
    approves the awaited stage, valid only for the current revision while it is awaited.
-3. Planned actions still pending: nothing else happens until they are done.
-4. A breached rollback trigger rolls back at once, whatever else is going on (even paused).
+4. Planned actions still pending: nothing else happens until they are done.
 5. `spec.paused` stops progression; triggers keep running.
 6. Gates: an error holds (Degraded beyond `consecutiveErrorLimit`); a failure after the
    stage's minimum duration counts, and beyond `failureLimit` rolls back (a failed shadow
@@ -187,6 +189,13 @@ class _Engine:
             self.reset_attempt()
             self.enter_stage(0, "spec changed after the rollout ended: starting again")
             return
+        if self.status.phase not in TERMINAL_PHASES and self.status.phase != "RollingBack":
+            self.status.triggers = list(self.observation.triggers)
+            breached = [m for m in self.observation.triggers if m.verdict == "Fail"]
+            if breached:
+                first = breached[0]
+                self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
+                                    f"{_fmt(first.value)} ({first.threshold})")
         for request in requests:
             if request.id not in self.status.handled_requests:
                 self.handle(request)
@@ -198,13 +207,6 @@ class _Engine:
             return
         self.check_sunset()
         if self.status.phase in TERMINAL_PHASES:
-            return
-        self.status.triggers = list(self.observation.triggers)
-        breached = [m for m in self.observation.triggers if m.verdict == "Fail"]
-        if breached:
-            first = breached[0]
-            self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
-                                f"{_fmt(first.value)} ({first.threshold})")
             return
         if self.spec.paused:
             if self.status.phase != "AwaitingApproval":
