@@ -421,6 +421,11 @@ class _Engine:
     def start_rollback(self, reason: str, then: Literal["stop", "restart"] = "stop") -> None:
         """Plan the revert in the spec's order; every step sets the baseline target explicitly."""
         stage_name = self.status.stage or self.spec.stages[0].name
+        index = self.status.stage_index
+        if self.status.phase == "AwaitingApproval" and 0 < index <= len(self.spec.stages):
+            # The awaited stage never began: what is rolled back is the stage before it (whose triggers guard
+            # what is live), so a retry re-runs that one rather than jumping straight to awaiting approval.
+            stage_name = self.spec.stages[index - 1].name
         self.status.rollback = RollbackRecord(reason=reason, stage=stage_name, started_at=self.now, then=then)
         self.status.awaiting_since = None
         forward = [a for a in self.status.actions if a.reason != "rollback"]
