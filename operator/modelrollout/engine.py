@@ -225,6 +225,14 @@ class _Engine:
     def handle(self, request: Request) -> None:
         self.status.handled_requests = (self.status.handled_requests + [request.id])[-HANDLED_REQUESTS_LIMIT:]
         if request.kind == "abort":
+            rollback = self.status.rollback
+            if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
+                # The revert before a restart (the spec changed) is under way: finish it, then stop there.
+                rollback.then = "stop"
+                rollback.reason += f"; aborted by {request.by}" + (f" ({request.ticket})" if request.ticket else "")
+                self.events.append(Event("Warning", "Aborted", f"abort by {request.by}: the rollout ends once the "
+                                                               "revert in progress is done, instead of restarting"))
+                return
             if self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
                 self.events.append(Event("Normal", "AbortIgnored", f"abort by {request.by}: rollout is "
                                                                    f"{self.status.phase}, nothing to abort"))
