@@ -500,6 +500,8 @@ class _Engine:
         self.status.failed_evidence = ""
         self.status.gates, self.status.triggers = [], []
         self.status.actions = []
+        if _condition(self.status, "SunsetDue") == "True":  # that sunset belonged to the previous attempt
+            self.set_condition("SunsetDue", "False", "NewAttempt", "")
 
     # -- bookkeeping ---------------------------------------------------------------------
     def plan(self, type_: ActionType, target: str, *, reason: str, alias: str = "", value: str = "",
