@@ -171,6 +171,12 @@ class _Engine:
     now: datetime
     generation: int
     events: list[Event] = field(default_factory=list)
+    last_action: int = 0
+
+    def __post_init__(self) -> None:
+        # Number from the input's highest id, so an action superseded (dropped) or cleared in this cycle never
+        # lends its id to a different one: a late mark_action of it then matches nothing.
+        self.last_action = max((int(a.id.split("-")[0]) for a in self.status.actions), default=0)
 
     # -- the cycle ---------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> None:
@@ -506,9 +512,9 @@ class _Engine:
     # -- bookkeeping ---------------------------------------------------------------------
     def plan(self, type_: ActionType, target: str, *, reason: str, alias: str = "", value: str = "",
              flags: dict[str, str] | None = None, undo: dict[str, str] | None = None) -> None:
-        number = int(self.status.actions[-1].id.split("-")[0]) + 1 if self.status.actions else 1
+        self.last_action += 1
         self.status.actions.append(Action(
-            id=f"{number:04d}-{type_}", type=type_, target=target, value=value, alias=alias,
+            id=f"{self.last_action:04d}-{type_}", type=type_, target=target, value=value, alias=alias,
             flags=dict(flags or {}), undo=dict(undo or {}), reason=reason, planned_at=self.now))
 
     def baseline_flags(self) -> dict[str, str]:
