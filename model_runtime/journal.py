@@ -147,11 +147,12 @@ def validate_row(row: Mapping[str, Any], now: datetime) -> ClosedTrade | Malform
     pnl = row.get("pnl_net")
     if isinstance(pnl, bool) or not isinstance(pnl, int | float) or not math.isfinite(pnl):
         return MalformedRow(key, f"bad pnl_net {pnl!r}")
-    predicted, actual = _flag(row.get("predicted_buy")), _flag(row.get("actual_buy"))
-    if predicted is _BAD or actual is _BAD:
-        return MalformedRow(key, f"bad buy flags {row.get('predicted_buy')!r}/{row.get('actual_buy')!r}")
+    try:
+        predicted, actual = _flag(row.get("predicted_buy")), _flag(row.get("actual_buy"))
+    except ValueError as error:
+        return MalformedRow(key, str(error))
     return ClosedTrade(symbol=symbol, variant=variant, opened_at=opened_at, closed_at=closed_at, side=side,
-                       pnl_net=float(pnl), predicted_buy=predicted, actual_buy=actual)  # type: ignore[arg-type]
+                       pnl_net=float(pnl), predicted_buy=predicted, actual_buy=actual)
 
 
 def outcome_stats(
@@ -198,16 +199,13 @@ def summarize(trades: Sequence[ClosedTrade]) -> OutcomeStats:
     )
 
 
-_BAD = object()
-
-
-def _flag(value: Any) -> bool | None | object:
-    """A boolean column as read: native bool (PostgreSQL), 0/1 (SQLite) or NULL; else _BAD."""
+def _flag(value: Any) -> bool | None:
+    """A boolean column as read: native bool (PostgreSQL), 0/1 (SQLite) or NULL."""
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    return _BAD
+    raise ValueError(f"bad buy flag {value!r}")
 
 
 def _timestamp(value: Any) -> datetime | None:

@@ -104,7 +104,8 @@ class JournalCollector(Collector):
             rows = read_closed_since(self.engine, now - self.window, now)
         except sa.exc.SQLAlchemyError as error:
             # No URL in the message (it may carry a password); the exception says what failed.
-            log.error("cannot read the trade journal: %s", error.__class__.__name__ + ": " + str(error).splitlines()[0])
+            first_line = next(iter(str(error).splitlines()), "")
+            log.error("cannot read the trade journal: %s: %s", type(error).__name__, first_line)
             snapshot = Snapshot(up=False, refreshed_at=now)
         else:
             stats, malformed = outcome_stats(rows, now, self.max_staleness)
