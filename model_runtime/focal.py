@@ -7,7 +7,7 @@ declared in the same stable form (sigmoid' = sigmoid(t) * sigmoid(-t), log_sigmo
 `diff` never produces exp(700) or log(0): every expression stays finite at any margin.
 
 The gradient and Hessian expressions are lambdified to scalar code and compiled with Numba into one
-fused parallel kernel per (gamma, alpha), because XGBoost calls the objective every round and a NumPy
+fused parallel kernel per gamma (alpha only weights the two classes, so it is a kernel argument), because XGBoost calls the objective every round and a NumPy
 version costs about as much as building the trees themselves (see benchmarks/model_runtime_training.py).
 
 Hessian floor: the true focal Hessian is negative for confidently wrong margins when gamma > 0 and
@@ -81,8 +81,8 @@ _PRIMITIVES = {sigmoid(T): _P, sigmoid(-T): _Q, log_sigmoid(T): _LP}
 
 
 @lru_cache(maxsize=32)
-def _kernel(gamma: float, alpha: float) -> Callable[..., None]:
-    """Compile the fused gradient/Hessian kernel for one (gamma, alpha); cached per process."""
+def _kernel(gamma: float) -> Callable[..., None]:
+    """Compile the fused gradient/Hessian kernel for one gamma; cached per process."""
     _, grad_expr, hess_expr = focal_expressions(gamma)
     args = (_P, _Q, _LP)
     grad_t = numba.njit(inline="always")(sp.lambdify(args, grad_expr.subs(_PRIMITIVES), modules="math"))
@@ -90,7 +90,7 @@ def _kernel(gamma: float, alpha: float) -> Callable[..., None]:
     floor = HESS_FLOOR
 
     @numba.njit(parallel=True, fastmath=False)
-    def kernel(margin: np.ndarray, label: np.ndarray, grad: np.ndarray, hess: np.ndarray) -> None:
+    def kernel(margin: np.ndarray, label: np.ndarray, alpha: float, grad: np.ndarray, hess: np.ndarray) -> None:
         for i in numba.prange(margin.shape[0]):
             positive = label[i] > 0.5
             sign = 1.0 if positive else -1.0
@@ -117,7 +117,7 @@ def focal_grad_hess(margin: np.ndarray, label: np.ndarray, *, gamma: float = 2.0
         raise ValueError(f"margin has {margin.size} values but label has {label.size}")
     grad = np.empty_like(margin)
     hess = np.empty_like(margin)
-    _kernel(float(gamma), float(alpha))(margin, label, grad, hess)
+    _kernel(float(gamma))(margin, label, float(alpha), grad, hess)
     return grad, hess
 
 
@@ -129,7 +129,8 @@ def focal_objective(*, gamma: float = 2.0, alpha: float = 0.25, nthread: int = 2
     own nthread: XGBoost's OpenMP team is idle while the objective runs, so the cores are free and no
     more threads than cores compete), and reads the labels once per DMatrix instead of every round.
     """
-    kernel = _kernel(float(gamma), float(alpha))
+    kernel = _kernel(float(gamma))
+    alpha = float(alpha)
     threads = max(1, min(nthread, numba.config.NUMBA_NUM_THREADS))
     cache: dict[str, Any] = {}
 
@@ -140,7 +141,7 @@ def focal_objective(*, gamma: float = 2.0, alpha: float = 0.25, nthread: int = 2
         grad = np.empty_like(margin)
         hess = np.empty_like(margin)
         numba.set_num_threads(threads)
-        kernel(margin, cache["label"], grad, hess)
+        kernel(margin, cache["label"], alpha, grad, hess)
         return grad, hess
 
     return objective

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -66,5 +67,27 @@ def run_sweep(settings: SweepSettings) -> int:
                 )
                 rows += 1
         log.info("sweep symbol=%s done rows=%d elapsed=%.1fs", symbol, rows, time.monotonic() - started)
-    log.info("sweep sweep_id=%s experiment=%s rows=%d", sweep_id, settings.experiment, rows)
+    retired = retire_previous_sweeps(client, exp, settings.symbols, settings.strategy, sweep_id)
+    log.info("sweep sweep_id=%s experiment=%s rows=%d retired=%d", sweep_id, settings.experiment, rows, retired)
     return 0
+
+
+def retire_previous_sweeps(client: MlflowClient, exp: str, symbols: list[str], strategy: str, sweep_id: str) -> int:
+    """Soft-delete older sweep rows of these symbols and strategy, once the new sweep is complete.
+
+    The shadow gate treats two runs of one (symbol, fold, variant) as ambiguous evidence, so a re-run
+    replaces the previous sweep instead of doubling it; deleted runs stay restorable in MLflow.
+    """
+    retired = 0
+    for symbol in symbols:
+        query = f"tags.symbol = '{symbol}' and tags.strategy = '{strategy}' and tags.sweep_id != '{sweep_id}'"
+        token = None
+        while True:
+            page = client.search_runs([exp], query, max_results=1000, page_token=token)
+            for run in page:
+                client.delete_run(run.info.run_id)
+                retired += 1
+            token = page.token
+            if not token:
+                break
+    return retired

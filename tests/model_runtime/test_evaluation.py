@@ -1,0 +1,82 @@
+"""Metrics, calibration, splits, drift and the synthetic market: pure functions on generated data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from model_runtime.drift import build_reference, psi
+from model_runtime.evaluation import (
+    evaluate,
+    expected_calibration_error,
+    expectancy_net,
+    fit_temperature,
+    probabilities,
+    sharpness,
+)
+from model_runtime.synthetic import feature_names, generate_market
+from model_runtime.training import SplitSpec, time_splits
+
+RNG = np.random.default_rng(7)
+
+
+def test_ece_is_small_for_calibrated_and_large_for_overconfident_probabilities():
+    p = RNG.uniform(0, 1, 200_000)
+    y = (RNG.uniform(0, 1, p.size) < p).astype(float)
+    assert expected_calibration_error(p, y) < 0.01
+    assert expected_calibration_error(np.clip(p * 2 - 0.5, 0, 1), y) > 0.1
+
+
+def test_temperature_scaling_recovers_the_generating_temperature():
+    z = RNG.normal(0, 3, 100_000)
+    y = (RNG.uniform(0, 1, z.size) < probabilities(z, 2.5)).astype(float)
+    assert fit_temperature(z, y) == pytest.approx(2.5, rel=0.05)
+
+
+def test_sharpness_and_expectancy():
+    assert sharpness(np.array([0.5, 0.5])) == 0.5
+    assert sharpness(np.array([0.0, 1.0, 0.9])) == pytest.approx((1 + 1 + 0.9) / 3)
+    value, trades = expectancy_net(np.array([0.9, 0.1, 0.7]), 0.5, np.array([0.01, 0.5, -0.002]), cost=0.001)
+    assert trades == 2 and value == pytest.approx((0.01 - 0.002) / 2 - 0.001)
+    assert expectancy_net(np.array([0.1]), 0.5, np.array([0.3])) == (0.0, 0)
+
+
+def test_evaluate_tunes_on_validation_and_scores_on_holdout():
+    z = RNG.normal(-2, 2, 40_000)
+    y = (RNG.uniform(0, 1, z.size) < probabilities(z, 0.5)).astype(float)
+    m = evaluate(z[:20_000], y[:20_000], z[20_000:], y[20_000:], RNG.normal(0, 0.01, 20_000))
+    assert m["temperature"] == pytest.approx(0.5, rel=0.1)
+    assert m["ece_hold"] < 0.02 < m["ece_hold_uncalibrated"]
+    assert 0.5 < m["auc"] <= 1 and 0 < m["f1_buy"] <= 1 and m["trades"] > 0
+
+
+def test_walk_forward_folds_are_ordered_disjoint_and_gapped():
+    folds = time_splits(20_000, SplitSpec(folds=13, validation=0.15, holdout=0.5, gap=12))
+    assert len(folds) == 13
+    for fold in folds:
+        assert fold.train.stop + 12 <= fold.validation.start
+        assert fold.validation.stop + 12 <= fold.holdout.start
+    assert all(a.holdout.stop <= b.holdout.start for a, b in zip(folds, folds[1:]))
+    assert folds[-1].holdout.stop <= 20_000 and folds[0].train.start == 0
+    with pytest.raises(ValueError, match="too few"):
+        time_splits(300, SplitSpec(folds=13, holdout=0.5))
+
+
+def test_psi_is_zero_on_the_training_distribution_and_grows_with_shift():
+    x = RNG.normal(size=(50_000, 2))
+    ref = build_reference(x, ["a", "b"], {"a": 2.0, "b": 1.0})
+    assert ref.top_features == ["a", "b"]
+    assert psi(ref.bins["a"], RNG.normal(size=5_000)) < 0.01
+    assert psi(ref.bins["a"], RNG.normal(1.0, 1.0, 5_000)) > 0.25
+
+
+def test_synthetic_market_is_imbalanced_autocorrelated_and_reproducible():
+    frame = generate_market("BTCUSDC", rows=30_000)
+    assert list(frame.columns[3:33]) == feature_names(30)
+    assert 0.07 < frame["label"].mean() < 0.13
+    signal = frame["sig0_ema8"].to_numpy()
+    assert np.corrcoef(signal[1:], signal[:-1])[0, 1] > 0.9
+    assert frame.equals(generate_market("BTCUSDC", rows=30_000))
+    assert not frame.equals(generate_market("ETHUSDC", rows=30_000))
+    close = frame["close"].to_numpy()
+    np.testing.assert_allclose(np.log(close[12:] / close[:-12]), frame["fwd_return"].to_numpy()[:-12], atol=1e-12)
