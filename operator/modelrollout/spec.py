@@ -190,6 +190,18 @@ class ComparisonGate(SpecModel):
     count_query: PromQL | None = None
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
+    @model_validator(mode="after")
+    def _templates(self) -> ComparisonGate:
+        """Checked by the operator, not the schema: a spec that breaks it gets an Invalid condition."""
+        for field_name, query in (("query", self.query), ("stddevQuery", self.stddev_query),
+                                  ("countQuery", self.count_query)):
+            if query is not None and "{variant}" not in query:
+                raise ValueError(f"comparison.{field_name}: must contain {{variant}} to compare candidate "
+                                 "with baseline")
+        if (self.stddev_query is None) != (self.count_query is None):
+            raise ValueError("comparison.stddevQuery: stddevQuery and countQuery go together")
+        return self
+
 
 class SampleSizeGate(SpecModel):
     """Inconclusive (never failed) while fewer than `min` samples exist: no verdict on thin data."""

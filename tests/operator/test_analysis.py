@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from series_feed import SeriesFeed
+from devstack.series import SeriesFeed
 
 from devstack.process import free_port
 from devstack.prometheus import PrometheusServer

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from series_feed import SeriesFeed
+from devstack.series import SeriesFeed
 
 from devstack.process import free_port
 from devstack.prometheus import PrometheusServer

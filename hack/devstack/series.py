@@ -31,6 +31,10 @@ class SeriesFeed:
             self._gauges[name] = Gauge(name, name, sorted(labels), registry=self.registry)
         self._gauges[name].labels(**labels).set(value)
 
+    def remove(self, name: str, **labels: str) -> None:
+        """Stop exporting one series, so Prometheus has no data for it (not a zero)."""
+        self._gauges[name].remove(*(labels[k] for k in sorted(labels)))
+
     def scrape(self, rule_files: Sequence[Path] = ()) -> None:
         self.prometheus.reload([self.target], scrape_interval="1s", rule_files=rule_files)
 
