@@ -10,6 +10,8 @@ import pytest
 from devstack.controlplane import ControlPlane, start_control_plane
 from devstack.mlflow import MlflowServer, start_mlflow
 from devstack.prometheus import PrometheusServer, start_prometheus
+from devstack.registry import log_sweep
+from devstack.scenario import SWEEP_EXPERIMENT, SYMBOLS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +44,14 @@ def prometheus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prom
 def crd_installed(control_plane: ControlPlane) -> ControlPlane:
     """The control plane with the ModelRollout CRD (and kopf's peering CRD) established."""
     for crd in sorted((REPO_ROOT / "crds").glob("*.yaml")):
-        control_plane.kubectl("apply", "--server-side", "-f", str(crd))
+        control_plane.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd))
     control_plane.kubectl("wait", "--for=condition=established", "--timeout=60s",
                           "crd/modelrollouts.mlops.cvntrade.io")
     return control_plane
+
+
+@pytest.fixture(scope="session")
+def sweep(mlflow_server: MlflowServer) -> str:
+    """130 sweep runs (5 symbols x 13 folds x 2 variants) with a clear F1 lift for the candidate."""
+    assert log_sweep(mlflow_server.url, SWEEP_EXPERIMENT, SYMBOLS) == 130
+    return SWEEP_EXPERIMENT

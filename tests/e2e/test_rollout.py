@@ -195,3 +195,13 @@ def test_invalid_spec_past_the_schema_gets_a_condition_not_a_crash(scenario: Sce
     assert operator.process.poll() is None, "the operator must not crash"
     scenario.apply(scenario.manifest())  # fixed: the rollout starts
     scenario.wait_phase("Progressing", "AwaitingApproval", timeout=60)
+
+
+def test_deleting_an_unfinished_rollout_reverts_its_levers_first(scenario: Scenario, operator: Server) -> None:
+    scenario.apply(scenario.manifest())
+    scenario.wait_for(lambda s: done_actions(s, "canary"), "canary flag switched")
+    assert scenario.effective_flags()["BTCUSDC"].startswith("focal")
+    scenario.kubectl("delete", "mro", "focal-loss", "--timeout=60s")  # returns once the finalizer is gone
+    assert scenario.kubectl("get", "mro", "focal-loss", check=False).returncode != 0
+    assert set(scenario.effective_flags().values()) == {"binary:logistic"}
+    assert scenario.aliases() == {s: "1" for s in SYMBOLS}
