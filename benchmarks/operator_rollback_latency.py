@@ -1,0 +1,204 @@
+"""Rollback latency: from a breach visible in Prometheus to the ConfigMap back at the baseline.
+
+A canary rollout (the fast example, analysis interval 2 s, rollback trigger window 2 s, canary
+held for 10 minutes so it never moves on) runs with BTCUSDC switched to the candidate. Then the
+candidate's expectancy turns negative in the SeriesFeed, and two watchers time the outcome:
+
+* t_visible: the first moment the trigger's own PromQL (rendered by `modelrollout.gates.trigger_query`
+  and judged by `evaluate_trigger`) answers "breached", polled every 50 ms;
+* t_patched: the moment a Kubernetes watch on the ConfigMap sees every key at `binary:logistic`.
+
+latency = t_patched - t_visible, once per repetition (a fresh rollout in a fresh namespace);
+the median and the maximum are reported. Goal: analysis interval + 2 s.
+
+How it scales with the interval: the operator looks at a rollout on a 1 s kopf timer and
+measures only when the analysis interval is due, so a breach waits U(0, interval) for the next
+cycle, plus up to one 1 s tick, plus the cycle itself (the stage's queries, the MLflow version
+read, the status write with the plan, the ConfigMap GET + PATCH; tens to a few hundred ms).
+Median ~ interval/2 + 0.5 s + cycle, worst case ~ interval + 1 s + cycle. At the production
+interval of 60 s the median is ~31 s but the worst case is ~61 s, so "under 1 minute" holds
+for the typical breach, not for every one, unless the interval is at most ~58 s. The time
+from the bad trades to the breach being visible (scrape interval, trigger window) comes on top.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from devstack.operator import start_operator
+from devstack.scenario import (
+    BASELINE,
+    CONFIGMAP,
+    Stack,
+    apply_manifests,
+    canary_flag_done,
+    list_rollouts,
+    prepare_namespace,
+    rollout_manifest,
+    start_stack,
+    wait_until,
+)
+from modelrollout.gates import evaluate_trigger, trigger_query
+from modelrollout.prometheus_provider import PrometheusProvider
+from modelrollout.spec import ModelRolloutSpec
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+REPETITIONS = 2 if QUICK else 5
+INTERVAL_S = 2.0
+TRIGGER_WINDOW = "2s"
+POLL_S = 0.05
+SYMBOL = "BTCUSDC"
+RESULTS = sys.stdout  # the JSON lines only: everything else (MLflow's run links too) goes to stderr
+
+
+def log(message: str) -> None:
+    print(f"[rollback-latency] {message}", file=sys.stderr, flush=True)
+
+
+def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
+    print(json.dumps({"bench": bench, "value": round(value, 3), "unit": unit, "goal": goal, "better": better}),
+          file=RESULTS, flush=True)
+
+
+def canary_only(spec: dict[str, Any]) -> None:
+    """Interval 2 s, a short trigger window, and a canary that stays a canary for the whole measurement."""
+    spec["analysis"]["interval"] = f"{INTERVAL_S:g}s"
+    canary = spec["stages"][1]
+    canary["minDuration"] = "10m"
+    for trigger in canary["rollbackTriggers"]:
+        trigger["window"] = TRIGGER_WINDOW
+
+
+class FirstTime:
+    """Records the monotonic time at which a watcher first saw its condition."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self.event = threading.Event()
+
+    def mark(self) -> None:
+        if self.at is None:
+            self.at = time.monotonic()
+            self.event.set()
+
+
+def watch_prometheus(provider: PrometheusProvider, spec: ModelRolloutSpec, seen: FirstTime, stop: threading.Event,
+                     timeout: float) -> None:
+    """Poll the canary trigger's PromQL every 50 ms until it answers "breached" for the symbol."""
+    canary = spec.stages[1]
+    trigger = canary.rollback_triggers[0]
+    symbols = spec.stage_symbols(canary)
+    promql = trigger_query(trigger, symbols)
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        result = provider.query(promql)
+        verdicts = evaluate_trigger(trigger, symbols, result, datetime.now(UTC))
+        if any(m.symbol == SYMBOL and m.verdict == "Fail" for m in verdicts):
+            seen.mark()
+            return
+        time.sleep(POLL_S)
+
+
+def watch_configmap(core: kubernetes.client.CoreV1Api, namespace: str, resource_version: str, seen: FirstTime,
+                    stop: threading.Event, timeout: float) -> None:
+    """A Kubernetes watch on the ConfigMap: marks when every key is back at the baseline."""
+    deadline = time.monotonic() + timeout
+    while not stop.is_set() and time.monotonic() < deadline:
+        watch = kubernetes.watch.Watch()
+        for event in watch.stream(core.list_namespaced_config_map, namespace,
+                                  field_selector=f"metadata.name={CONFIGMAP}", resource_version=resource_version,
+                                  timeout_seconds=max(1, int(deadline - time.monotonic()))):
+            data = event["object"].data or {}
+            resource_version = event["object"].metadata.resource_version
+            if data and all(value == BASELINE for value in data.values()):
+                seen.mark()
+                watch.stop()
+                return
+            if stop.is_set():
+                watch.stop()
+                return
+
+
+def one_repetition(stack: Stack, core: kubernetes.client.CoreV1Api, namespace: str, strategy: str,
+                   rng: random.Random) -> float:
+    manifest = rollout_manifest(stack, "focal-loss", namespace, strategy, mutate=canary_only)
+    spec = ModelRolloutSpec.model_validate(manifest["spec"])
+    apply_manifests(stack, [manifest])
+    wait_until(lambda: all(canary_flag_done(r) for r in list_rollouts(stack, namespace)), "the canary switch", 120)
+    configmap = core.read_namespaced_config_map(CONFIGMAP, namespace)
+    assert configmap.data.get(f"CVN_LOSS_FUNCTION__{SYMBOL}", "").startswith("focal"), configmap.data
+    time.sleep(INTERVAL_S + rng.uniform(0, INTERVAL_S))  # a few healthy cycles; breach at a random cycle phase
+
+    visible, patched, stop = FirstTime(), FirstTime(), threading.Event()
+    provider = PrometheusProvider(stack.prometheus.url, timeout_s=2)
+    watchers = [
+        threading.Thread(target=watch_configmap, daemon=True,
+                         args=(core, namespace, configmap.metadata.resource_version, patched, stop, 60)),
+        threading.Thread(target=watch_prometheus, daemon=True, args=(provider, spec, visible, stop, 60)),
+    ]
+    for watcher in watchers:
+        watcher.start()
+    breached_at = time.monotonic()
+    stack.feed.set("expectancy_net_realized", -0.05, symbol=SYMBOL, variant="candidate")
+    try:
+        if not (visible.event.wait(60) and patched.event.wait(60)):
+            raise TimeoutError(f"no rollback seen: visible={visible.at} patched={patched.at}")
+    finally:
+        stop.set()
+        stack.feed.set("expectancy_net_realized", 0.02, symbol=SYMBOL, variant="candidate")
+    assert visible.at is not None and patched.at is not None
+    log(f"{namespace}: visible {visible.at - breached_at:.3f}s after the feed changed, "
+        f"ConfigMap reverted {patched.at - visible.at:.3f}s after that")
+    # Before the next repetition, the trigger must read healthy again (the feed is shared).
+    trigger, symbols = spec.stages[1].rollback_triggers[0], spec.stage_symbols(spec.stages[1])
+    stack.feed.wait_for(trigger_query(trigger, symbols),
+                        lambda r: not any(m.verdict == "Fail" for m in evaluate_trigger(
+                            trigger, symbols, r, datetime.now(UTC))), timeout=30)
+    return patched.at - visible.at
+
+
+def main() -> None:
+    rng = random.Random(4)
+    with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory(prefix="bench-rollback-") as scratch:
+        workdir = Path(scratch)
+        log(f"starting the stack in {workdir}")
+        stack = start_stack(workdir, sweep_folds=4 if QUICK else 13)
+        operator = None
+        try:
+            suffix = uuid.uuid4().hex[:6]
+            namespaces = [f"lat-{i}-{suffix}" for i in range(REPETITIONS)]
+            for i, namespace in enumerate(namespaces):
+                prepare_namespace(stack, namespace, strategy=f"lat{i}{suffix}")
+            operator = start_operator(workdir, stack.plane.kubeconfig, namespaces)
+            core = kubernetes.client.CoreV1Api(
+                kubernetes.config.new_client_from_config(config_file=str(stack.plane.kubeconfig)))
+            latencies = []
+            for i, namespace in enumerate(namespaces):
+                latencies.append(one_repetition(stack, core, namespace, f"lat{i}{suffix}", rng))
+                log(f"repetition {i + 1}/{REPETITIONS}: {latencies[-1]:.3f}s")
+            goal = INTERVAL_S + 2.0
+            emit("operator_rollback_latency_median", statistics.median(latencies), "s", goal, "lower")
+            emit("operator_rollback_latency_max", max(latencies), "s", goal, "lower")
+            log(f"all: {', '.join(f'{x:.3f}' for x in latencies)}")
+        finally:
+            if operator is not None:
+                operator.stop()
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
