@@ -1,0 +1,97 @@
+"""Inference latency of `model-runtime serve`: p50/p99 of single-row /predict at a steady 200 req/s.
+
+A real MLflow server and a real server process on loopback; this script is the second process that
+sends the load, open loop (requests leave on schedule whether or not earlier ones returned) and
+latency counted from the scheduled send time, so queueing is not hidden. Median of the runs' p50/p99.
+BENCH_QUICK=1: one short run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+
+from devstack.mlflow import start_mlflow
+from devstack.process import Server, free_port, http_ok
+from model_runtime.cli import main as model_runtime
+from model_runtime.synthetic import feature_names, generate_market
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+RATE = 200
+SECONDS = 5 if QUICK else 20
+RUNS = 1 if QUICK else 3
+SYMBOL = "BTCUSDC"
+
+
+def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
+    print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, "goal": goal, "better": better}))
+
+
+async def load(url: str, rows: list[list[float]]) -> np.ndarray:
+    """Send RATE req/s for SECONDS; return latencies in seconds (failed requests raise)."""
+    latencies: list[float] = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
+        async def one(i: int, scheduled: float) -> None:
+            body = json.dumps({"symbol": SYMBOL, "features": [rows[i % len(rows)]]})
+            async with session.post(f"{url}/predict", data=body,
+                                    headers={"Content-Type": "application/json"}) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"/predict answered {response.status}")
+            latencies.append(time.perf_counter() - scheduled)
+
+        for i in range(RATE):  # warm-up: connections, first predictions
+            await one(i, time.perf_counter())
+        latencies.clear()
+        start = time.perf_counter() + 0.1
+        tasks = []
+        for i in range(RATE * SECONDS):
+            scheduled = start + i / RATE
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(i, scheduled)))
+        await asyncio.gather(*tasks)
+    return np.array(latencies)
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="bench-inference-"))
+    mlflow = start_mlflow(work / "mlflow")
+    server = None
+    try:
+        assert model_runtime(["train", "--tracking-uri", mlflow.url, "--symbols", SYMBOL, "--strategy", "bench",
+                              "--rows", "20000", "--loss", "binary:logistic", "--log-level", "WARNING"]) == 0
+        port = free_port()
+        binary = shutil.which("model-runtime", path=str(Path(sys.executable).parent)) or "model-runtime"
+        server = Server(name="model-runtime", log_path=work / "serve.log", argv=[
+            binary, "serve", "--tracking-uri", mlflow.url, "--symbols", SYMBOL, "--strategy", "bench",
+            "--host", "127.0.0.1", "--port", str(port), "--log-level", "WARNING"]).start()
+        url = f"http://127.0.0.1:{port}"
+        server.wait_ready(lambda: http_ok(f"{url}/readyz"), timeout=120)
+        rows = generate_market(SYMBOL, rows=2000)[feature_names()].to_numpy().tolist()
+        p50, p99 = [], []
+        for run in range(RUNS):
+            latencies = asyncio.run(load(url, rows))
+            p50.append(float(np.percentile(latencies, 50)) * 1e3)
+            p99.append(float(np.percentile(latencies, 99)) * 1e3)
+            print(f"run {run}: n={latencies.size} p50={p50[-1]:.2f}ms p99={p99[-1]:.2f}ms "
+                  f"max={latencies.max() * 1e3:.2f}ms", file=sys.stderr)
+        emit("model_runtime_inference_p50_ms_at_200rps", float(np.median(p50)), "ms", 2.0, "lower")
+        emit("model_runtime_inference_p99_ms_at_200rps", float(np.median(p99)), "ms", 5.0, "lower")
+    finally:
+        if server is not None:
+            server.stop()
+        mlflow.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
