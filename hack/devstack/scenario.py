@@ -56,13 +56,14 @@ class Stack:
     plane: ControlPlane
     prometheus: PrometheusServer
     mlflow: MlflowServer
-    feed: SeriesFeed
     workdir: Path
+    feed: SeriesFeed | None = None  # None when real exporters feed Prometheus (make demo)
     sweep_experiment: str = SWEEP_EXPERIMENT
     sweep_rows: int = 130
 
     def stop(self) -> None:
-        for stop in (self.feed.close, self.mlflow.stop, self.prometheus.stop, self.plane.stop):
+        feed_close = self.feed.close if self.feed else (lambda: None)
+        for stop in (feed_close, self.mlflow.stop, self.prometheus.stop, self.plane.stop):
             try:
                 stop()
             except Exception:  # noqa: BLE001 - tear down the rest whatever one of them says
@@ -179,6 +180,7 @@ class Scenario:
 
     @property
     def feed(self) -> SeriesFeed:
+        assert self.stack.feed is not None, "this stack has no SeriesFeed"
         return self.stack.feed
 
     @property
