@@ -1,0 +1,282 @@
+"""Scale: many concurrent ModelRollouts in one namespace, driven by one operator process.
+
+Every rollout is the fast example held at its canary stage (minDuration 1 h, analysis interval
+10 s), each with its own flag ConfigMap, all reading the same registered models. The canary is
+the stage that exercises the most per cycle: 4 Prometheus gates + 1 rollback trigger (9 distinct
+queries), the MLflow version read, a status write. After every rollout has switched its canary
+symbol and a warm-up interval has passed, a steady window is measured:
+
+* RSS of the operator process (/proc/PID/status VmRSS, sampled every second): median and peak;
+* CPU seconds (utime+stime from /proc/PID/stat) per rollout analysis cycle and per round
+  (one cycle of every rollout);
+* Prometheus queries per rollout cycle, from Prometheus' own
+  `prometheus_http_requests_total{handler="/api/v1/query"}`; goal: the stage's distinct queries;
+* kube-apiserver requests per rollout cycle, from its /metrics (the operator's GETs and PUTs);
+* the effective analysis interval (window x rollouts / cycles completed): goal interval + 1 s
+  (the 1 s timer tick), anything longer means the operator does not keep up and rollback
+  latency grows by as much;
+* the reconcile duration p50/p99 from the operator's `modelrollout_reconcile_duration_seconds`
+  (every 1 s timer tick is observed, so p50 is the cheap "not due yet" tick and p99 the cycle).
+
+A cycle is counted from `modelrollout_gate_evaluations` (each canary cycle adds one per gate and
+canary symbol). `BENCH_QUICK=1`: 20 rollouts, 20 s window, a smaller sweep. `BENCH_ROLLOUTS=N`
+overrides the count. `BENCH_PROFILE=1` runs the operator under `devstack.sampler` and prints where
+its threads' wall time went during the window (the sampler costs CPU: don't quote those figures).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kubernetes
+
+from devstack.operator import start_operator
+from devstack.sampler import read_profile, start_sampled_operator
+from devstack.scenario import (
+    Stack,
+    apply_manifests,
+    canary_flag_done,
+    prepare_namespace,
+    rollout_manifest,
+    start_stack,
+    wait_until,
+)
+from modelrollout.crd import GROUP, PLURAL, VERSION
+from modelrollout.gates import gate_queries, trigger_query
+from modelrollout.spec import ModelRolloutSpec
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ROLLOUTS = int(os.environ.get("BENCH_ROLLOUTS", "20" if QUICK else "200"))
+WINDOW_S = 20.0 if QUICK else 60.0
+INTERVAL_S = 10.0
+RSS_GOAL_MB = 300.0
+PROFILE = os.environ.get("BENCH_PROFILE") == "1"
+RESULTS = sys.stdout  # the JSON lines only: everything else (MLflow's run links too) goes to stderr
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    print(f"[scale] {message}", file=sys.stderr, flush=True)
+
+
+def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
+    print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, "goal": goal, "better": better}),
+          file=RESULTS, flush=True)
+
+
+def held_canary(configmap: str) -> Any:
+    def mutate(spec: dict[str, Any]) -> None:
+        spec["analysis"]["interval"] = f"{INTERVAL_S:g}s"
+        spec["change"]["configMap"]["name"] = configmap
+        spec["stages"][1]["minDuration"] = "1h"
+    return mutate
+
+
+def distinct_queries(spec: ModelRolloutSpec, stage_index: int) -> int:
+    """The stage's distinct PromQL: what one analysis cycle should send to Prometheus."""
+    stage = spec.stages[stage_index]
+    symbols = spec.stage_symbols(stage)
+    queries = {q for gate in stage.gates for q in gate_queries(gate, symbols).values()}
+    queries |= {trigger_query(t, symbols) for t in stage.rollback_triggers}
+    return len(queries)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime (fields 14, 15 of stat)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError("no VmRSS")
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback only)
+        return response.read().decode()
+
+
+def samples(text: str, name: str, **labels: str) -> list[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of `name` whose labels include `labels` (text exposition format)."""
+    found = []
+    for line in text.splitlines():
+        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})?\s+(\S+)", line)
+        if not match:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(1) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            found.append((have, float(match.group(2))))
+    return found
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(value for _, value in samples(text, name, **labels))
+
+
+def histogram_quantile(q: float, before: str, after: str, name: str) -> float:
+    """Like PromQL's histogram_quantile over the window's bucket increments (linear within a bucket)."""
+    def buckets(text: str) -> dict[float, float]:
+        return {float(lbl["le"]): value for lbl, value in samples(text, f"{name}_bucket")}
+
+    start, end = buckets(before), buckets(after)
+    bounds = sorted(end)
+    counts = [end[b] - start.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank, lower, below = q * counts[-1], 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-12)
+        lower, below = bound, cumulative
+    return lower
+
+
+class Snapshot:
+    """Every counter the window is measured by, read at one moment."""
+
+    def __init__(self, stack: Stack, operator_pid: int, metrics_url: str) -> None:
+        self.at = time.monotonic()
+        self.cpu = cpu_seconds(operator_pid)
+        self.operator = scrape(metrics_url)
+        self.prometheus = scrape(f"{stack.prometheus.url}/metrics")
+        self.apiserver = stack.plane.kubectl("get", "--raw", "/metrics").stdout
+
+    def gate_evaluations(self) -> float:
+        return total(self.operator, "modelrollout_gate_evaluations_total")
+
+    def queries(self) -> float:
+        return total(self.prometheus, "prometheus_http_requests_total", handler="/api/v1/query")
+
+    def apiserver_requests(self) -> dict[tuple[str, str], float]:
+        counts: dict[tuple[str, str], float] = {}
+        for labels, value in samples(self.apiserver, "apiserver_request_total"):
+            if labels.get("resource") in ("modelrollouts", "configmaps", "events", "secrets"):
+                key = (labels["resource"] + ("/" + labels["subresource"] if labels.get("subresource") else ""),
+                       labels["verb"])
+                counts[key] = counts.get(key, 0.0) + value
+        return counts
+
+
+def report_profile(before: dict[str, float], after: dict[str, float], top: int = 25) -> None:
+    """The window's samples by modelrollout call chain, as shares of all sampled thread time."""
+    diff = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+    whole = sum(diff.values()) or 1.0
+    log(f"where the operator's threads spent their wall time ({whole:.0f} samples):")
+    for key, count in sorted(diff.items(), key=lambda kv: -kv[1])[:top]:
+        log(f"  {100 * count / whole:5.1f}%  {key}")
+    phases: dict[str, float] = {}
+    for key, count in diff.items():
+        chain = key.split(" | ")[0].split(" > ")
+        phase = next((f for f in chain if f.split(".")[-1] in (
+            "get_rollout", "carry_out", "observe", "_commit", "model_versions", "measure_stage", "decide",
+            "_status", "model_validate")), chain[-1])
+        phase = "model_versions" if "model_versions" in key else (
+            "prometheus query" if "PrometheusProvider.query" in key else phase)
+        phases[phase] = phases.get(phase, 0.0) + count
+    log("by phase: " + ", ".join(f"{k} {100 * v / whole:.1f}%" for k, v in sorted(phases.items(),
+                                                                              key=lambda kv: -kv[1])))
+
+
+def main() -> None:
+    with contextlib.redirect_stdout(sys.stderr), tempfile.TemporaryDirectory(prefix="bench-scale-") as scratch:
+        workdir = Path(scratch)
+        log(f"starting the stack in {workdir}; {ROLLOUTS} rollouts")
+        stack = start_stack(workdir, sweep_folds=4 if QUICK else 13)
+        operator = None
+        try:
+            suffix = uuid.uuid4().hex[:6]
+            namespace, strategy = f"scale-{suffix}", f"scale{suffix}"
+            configmaps = [f"flags-{i}" for i in range(ROLLOUTS)]
+            prepare_namespace(stack, namespace, strategy=strategy, configmaps=configmaps)
+            manifests = [rollout_manifest(stack, f"rollout-{i}", namespace, strategy, mutate=held_canary(cm))
+                         for i, cm in enumerate(configmaps)]
+            spec = ModelRolloutSpec.model_validate(manifests[0]["spec"])
+            queries_per_cycle = distinct_queries(spec, 1)
+            gates_per_cycle = len(spec.stages[1].gates) * len(spec.stage_symbols(spec.stages[1]))
+            profile = workdir / "profile.json"
+            if PROFILE:
+                operator = start_sampled_operator(workdir, stack.plane.kubeconfig, [namespace], profile)
+            else:
+                operator = start_operator(workdir, stack.plane.kubeconfig, [namespace])
+            pid = operator.process.pid
+            custom = kubernetes.client.CustomObjectsApi(
+                kubernetes.config.new_client_from_config(config_file=str(stack.plane.kubeconfig)))
+            started = time.monotonic()
+            apply_manifests(stack, manifests)
+
+            def all_in_canary() -> bool:
+                items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+                done = sum(canary_flag_done(item) for item in items)
+                log(f"{done}/{ROLLOUTS} rollouts have switched their canary symbol")
+                return done == ROLLOUTS
+
+            wait_until(all_in_canary, "every rollout at its canary", timeout=1200, poll=5)
+            log(f"all at canary after {time.monotonic() - started:.0f}s; warming up for one interval")
+            time.sleep(INTERVAL_S)
+
+            rss: list[float] = []
+            profile_before = read_profile(profile)
+            before = Snapshot(stack, pid, operator.metrics_url)  # type: ignore[attr-defined]
+            deadline = before.at + WINDOW_S
+            while time.monotonic() < deadline:
+                rss.append(rss_mb(pid))
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            after = Snapshot(stack, pid, operator.metrics_url)  # type: ignore[attr-defined]
+            if operator.process.poll() is not None:
+                raise RuntimeError(f"the operator died:\n{operator.log_tail()}")
+            if PROFILE:
+                time.sleep(2.5)  # the sampler rewrites its file every 2 s
+                report_profile(profile_before, read_profile(profile))
+
+            window = after.at - before.at
+            cycles = (after.gate_evaluations() - before.gate_evaluations()) / gates_per_cycle
+            cpu = after.cpu - before.cpu
+            queries = after.queries() - before.queries()
+            api_before, api_after = before.apiserver_requests(), after.apiserver_requests()
+            api = {k: v - api_before.get(k, 0.0) for k, v in api_after.items() if v - api_before.get(k, 0.0) > 0}
+            if cycles <= 0:
+                raise RuntimeError("no analysis cycle completed in the window")
+            name = "reconcile_duration_seconds"
+            p50 = histogram_quantile(0.5, before.operator, after.operator, f"modelrollout_{name}")
+            p99 = histogram_quantile(0.99, before.operator, after.operator, f"modelrollout_{name}")
+            log(f"window {window:.1f}s: {cycles:.0f} rollout cycles, {cpu:.2f} CPU s ({cpu / window:.2f} cores), "
+                f"{queries:.0f} Prometheus queries; apiserver requests: "
+                + ", ".join(f"{r} {v}: {n:.0f}" for (r, v), n in sorted(api.items())))
+            log(f"RSS samples (MB): min {min(rss):.0f} median {statistics.median(rss):.0f} max {max(rss):.0f}")
+
+            prefix = f"operator_scale_{ROLLOUTS}"
+            emit(f"{prefix}_rss_median", statistics.median(rss), "MB", RSS_GOAL_MB, "lower")
+            emit(f"{prefix}_rss_peak", max(rss), "MB", RSS_GOAL_MB, "lower")
+            emit(f"{prefix}_cpu_per_rollout_cycle", cpu / cycles, "s", 0.025, "lower")
+            emit(f"{prefix}_cpu_per_round", cpu / cycles * ROLLOUTS, "s", round(0.025 * ROLLOUTS, 3), "lower")
+            emit(f"{prefix}_cpu_cores", cpu / window, "cores", 0.5, "lower")
+            emit(f"{prefix}_prometheus_queries_per_rollout_cycle", queries / cycles, "queries", queries_per_cycle,
+                 "lower")
+            emit(f"{prefix}_apiserver_requests_per_rollout_cycle", sum(api.values()) / cycles, "requests", 2.0,
+                 "lower")
+            emit(f"{prefix}_effective_interval", window * ROLLOUTS / cycles, "s", INTERVAL_S + 1.0, "lower")
+            emit(f"{prefix}_reconcile_p50", p50, "s", INTERVAL_S, "lower")
+            emit(f"{prefix}_reconcile_p99", p99, "s", INTERVAL_S, "lower")
+        finally:
+            if operator is not None:
+                operator.stop()
+            stack.stop()
+
+
+if __name__ == "__main__":
+    main()
