@@ -741,7 +741,8 @@ def test_abort_during_the_revert_of_a_spec_change_stops_instead_of_restarting() 
     driver.step(fail=True)  # the revert is stuck
     assert driver.status.rollback is not None and driver.status.rollback.then == "restart"
     decision = driver.step(requests=[driver.abort()])
-    assert decision.status.phase == "RollingBack" and decision.status.rollback.then == "stop"  # type: ignore[union-attr]
+    assert decision.status.phase == "RollingBack"
+    assert decision.status.rollback is not None and decision.status.rollback.then == "stop"
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", "Aborted")]
     decision = driver.step()
     assert decision.status.phase == "RolledBack"
