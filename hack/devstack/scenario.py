@@ -70,6 +70,13 @@ class Stack:
                 pass
 
 
+def install_crds(plane: ControlPlane) -> None:
+    """Apply crds/*.yaml and wait until the ModelRollout CRD is established."""
+    for crd in sorted((REPO_ROOT / "crds").glob("*.yaml")):
+        plane.kubectl("apply", "--server-side", "-f", str(crd))
+    plane.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/modelrollouts.mlops.cvntrade.io")
+
+
 def start_stack(workdir: Path, *, sweep_experiment: str = SWEEP_EXPERIMENT, sweep_folds: int = 13) -> Stack:
     """Control plane with the CRDs established, Prometheus scraping healthy series, MLflow with a sweep.
 
@@ -86,9 +93,7 @@ def start_stack(workdir: Path, *, sweep_experiment: str = SWEEP_EXPERIMENT, swee
                 if future.exception() is None:
                     started.insert(0, future.result().stop)
             plane, prometheus, mlflow = plane_f.result(), prometheus_f.result(), mlflow_f.result()
-        for crd in sorted((REPO_ROOT / "crds").glob("*.yaml")):
-            plane.kubectl("apply", "--server-side", "-f", str(crd))
-        plane.kubectl("wait", "--for=condition=established", "--timeout=60s", "crd/modelrollouts.mlops.cvntrade.io")
+        install_crds(plane)
         rows = log_sweep(mlflow.url, sweep_experiment, SYMBOLS, folds=sweep_folds)
         feed = SeriesFeed(prometheus)
         started.insert(0, feed.close)
