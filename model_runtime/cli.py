@@ -77,8 +77,6 @@ def _settings_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         booster["seed"] = given["seed"]
     if booster:
         given["booster"] = booster
-    if "folds" in given:
-        given["split"] = {"folds": given.pop("folds"), "validation": 0.15, "holdout": 0.5}
     return given
 
 

@@ -72,7 +72,7 @@ def _log_sigmoid_numpy(x: np.ndarray) -> np.ndarray:
     return -np.logaddexp(0.0, -x)
 
 
-NUMPY_MODULES = [{"sigmoid": _sigmoid_numpy, "log_sigmoid": _log_sigmoid_numpy}, "numpy"]
+_NUMPY_MODULES = [{"sigmoid": _sigmoid_numpy, "log_sigmoid": _log_sigmoid_numpy}, "numpy"]
 
 # The three primitives every derivative is a polynomial in; the kernel computes them from one
 # exp(-|t|) and one log1p of it per row, so the compiled expressions below are only multiplies and adds.
@@ -184,7 +184,7 @@ def focal_objective(*, gamma: float = 2.0, alpha: float = 0.25, nthread: int = 2
 def focal_loss(margin: np.ndarray, label: np.ndarray, *, gamma: float = 2.0, alpha: float = 0.25) -> np.ndarray:
     """Per-row focal loss (NumPy, from the same SymPy expression); used for evaluation and tests."""
     loss_expr, _, _ = focal_expressions(gamma)
-    loss_t = sp.lambdify(T, loss_expr, modules=NUMPY_MODULES)
+    loss_t = sp.lambdify(T, loss_expr, modules=_NUMPY_MODULES)
     margin = np.asarray(margin, dtype=np.float64)
     positive = np.asarray(label) > 0.5
     sign = np.where(positive, 1.0, -1.0)

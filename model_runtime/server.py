@@ -25,7 +25,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_runtime.config import LossFlags, LossSpec, current_flag_values
-from model_runtime.model_store import RegistryView, ServedModel, load_served_model, registry_view
+from model_runtime.model_store import ServedModel, load_served_model, registry_view
 from model_runtime.serving_metrics import ServerMetrics
 from model_runtime.tracking import Naming, connect
 
@@ -93,7 +93,6 @@ class Runtime:
         self.flags = LossFlags()
         self.flag_values: dict[str, str] | None = None
         self.loaded: dict[str, dict[str, ServedModel]] = {s: {} for s in settings.symbols}
-        self.views: dict[str, RegistryView] = {}
         self.serving: dict[str, ServedModel] = {}
         self.registry_error: str | None = "not polled yet"
         self.metrics = ServerMetrics(settings.window, lambda: self.serving)
@@ -156,7 +155,6 @@ class Runtime:
                     self.metrics.model_loaded(symbol, self.variant(alias), models[alias])
                     log.info("loaded %s@%s version=%s", name, alias, version)
                 self.loaded[symbol] = models
-                self.views[symbol] = view
                 self.reselect(symbol)
             except Exception as error:  # an outage or a broken version must not stop serving
                 errors.append(f"{name}: {error}")

@@ -40,7 +40,9 @@ class SweepSettings(BaseSettings):
     rows: int = 20_000
     seed: int = 0
     booster: BoosterParams = BoosterParams()
-    split: SplitSpec = SplitSpec(folds=13, validation=0.15, holdout=0.5)
+    folds: int = Field(default=13, ge=1)
+    validation: float = 0.15
+    holdout: float = 0.5
 
 
 def run_sweep(settings: SweepSettings) -> int:
@@ -53,7 +55,8 @@ def run_sweep(settings: SweepSettings) -> int:
     started, rows = time.monotonic(), 0
     for symbol, frame in frames.items():
         data = to_dataset(frame)
-        for fold in time_splits(len(data.y), settings.split):
+        split = SplitSpec(folds=settings.folds, validation=settings.validation, holdout=settings.holdout)
+        for fold in time_splits(len(data.y), split):
             for variant, loss in variants.items():
                 trained = fit_fold(data, fold, loss, settings.booster)
                 log_metrics_run(
