@@ -154,6 +154,18 @@ def mark_action(status: ModelRolloutStatus, action_id: str, now: datetime, error
     return new
 
 
+def is_handled(status: ModelRolloutStatus, request: Request) -> bool:
+    return request.key in status.handled_requests
+
+
+def _remember(handled: list[str], key: str) -> list[str]:
+    """The last requests handled, always keeping each kind's latest (its annotation stays on the object)."""
+    kept = [k for k in handled if k != key] + [key]
+    latest = {k.split("/", 1)[0]: k for k in kept}
+    recent = kept[-HANDLED_REQUESTS_LIMIT:]
+    return [k for k in kept if k in recent or k in latest.values()]
+
+
 def pending_actions(status: ModelRolloutStatus) -> list[Action]:
     return [a for a in status.actions if a.state == "Pending"]
 
@@ -190,7 +202,13 @@ class _Engine:
                 revision != self.status.revision and self.status.phase not in ("NotPromoted", "RolledBack", "Completed")):
             self.restart(revision)
             return
-        if revision != self.status.revision:  # a finished rollout edited: start over with the new plan
+        if revision != self.status.revision and self.status.phase == "Completed":
+            message = "completed: edits do not restart a completed rollout; create a new ModelRollout for a new change"
+            if self.status.message != message:
+                self.status.message = message
+                self.events.append(Event("Warning", "SpecChangeIgnored", message))
+            return
+        if revision != self.status.revision:  # a rollout that ended unpromoted, edited: start over with the new plan
             self.status.revision = revision
             self.reset_attempt()
             self.enter_stage(0, "spec changed after the rollout ended: starting again")
@@ -203,7 +221,7 @@ class _Engine:
                 self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
                                     f"{_fmt(first.value)} ({first.threshold})")
         for request in requests:
-            if request.id not in self.status.handled_requests:
+            if not is_handled(self.status, request):
                 self.handle(request)
         if self.status.phase == "RollingBack":
             self.finish_rollback_if_done()
@@ -229,7 +247,7 @@ class _Engine:
 
     # -- requests ------------------------------------------------------------------------
     def handle(self, request: Request) -> None:
-        self.status.handled_requests = (self.status.handled_requests + [request.id])[-HANDLED_REQUESTS_LIMIT:]
+        self.status.handled_requests = _remember(self.status.handled_requests, request.key)
         if request.kind == "abort":
             rollback = self.status.rollback
             if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
@@ -264,7 +282,7 @@ class _Engine:
             return
         if self.observation.versions is None:
             # Cannot record the champion it would displace: hold the approval until MLflow answers.
-            self.status.handled_requests.remove(request.id)
+            self.status.handled_requests.remove(request.key)
             self.status.message = f"approved, waiting for MLflow to record the champion: {self.observation.versions_error}"
             return
         self.status.approval = ApprovalRecord(stage=stage.name, revision=self.status.revision, by=request.by,

@@ -56,6 +56,11 @@ class Request:
     stage: str = ""
     revision: str = ""
 
+    @property
+    def key(self) -> str:
+        """What `status.handledRequests` records: the kind keeps each kind's latest id from aging out."""
+        return f"{self.kind}/{self.id}"
+
 
 @dataclass(frozen=True)
 class Observation:

@@ -114,7 +114,7 @@ def test_promote_switches_every_symbol_and_moves_the_champion_alias() -> None:
     assert status.approval is not None
     assert (status.approval.stage, status.approval.revision, status.approval.by, status.approval.ticket) == (
         "full", revision, "alice@cvntrade.io", "CHG-42")
-    assert request.id in status.handled_requests
+    assert request.key in status.handled_requests
     promotion = status.actions[1:]
     assert all(a.reason == "promote full" for a in promotion)
     flag = promotion[0]
@@ -516,7 +516,7 @@ def test_promote_when_not_awaiting_is_rejected_with_a_warning() -> None:
     decision = driver.step(requests=[request])
     assert decision.status.phase == "Progressing" and decision.status.approval is None
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", "ApprovalRejected")]
-    assert request.id in decision.status.handled_requests
+    assert request.key in decision.status.handled_requests
     driver.run_until(lambda s: s.phase == "AwaitingApproval")
     assert driver.step(requests=[request]).status.phase == "AwaitingApproval"  # spent: not replayed later
 
@@ -569,12 +569,12 @@ def test_promote_while_mlflow_is_unreadable_is_held_not_consumed() -> None:
     for _ in range(3):
         decision = driver.step(requests=[request])
         assert decision.status.phase == "AwaitingApproval" and decision.status.approval is None
-        assert request.id not in decision.status.handled_requests
+        assert request.key not in decision.status.handled_requests
         assert "waiting for MLflow" in decision.status.message
         assert not any(a.reason == "promote full" for a in decision.status.actions)
     driver.mlflow_up = True
     decision = driver.step(requests=[request])
-    assert decision.status.phase == "Watching" and request.id in decision.status.handled_requests
+    assert decision.status.phase == "Watching" and request.key in decision.status.handled_requests
 
 
 def test_retry_when_there_is_nothing_to_retry_is_ignored() -> None:
@@ -834,22 +834,21 @@ def test_sunset_due_after_promotion_gives_one_condition_and_one_warning() -> Non
     assert driver.status.phase == "Completed"
 
 
-def test_a_new_attempt_clears_an_old_sunset() -> None:
+def test_editing_a_completed_rollout_changes_nothing_and_says_so_once() -> None:
     driver = Driver()
     driver.to_completed()
     driver.step(advance=7200)
     driver.step()
     assert condition(driver.status, "SunsetDue") == "True"
+    revision, actions = driver.status.revision, list(driver.status.actions)
+    since = len(driver.events)
     driver.edit(lambda d: d["change"].update(candidate="focal:gamma=3,alpha=0.25"))
     driver.step()
-    assert condition(driver.status, "SunsetDue") == "False"
-    driver.run_until(lambda s: s.phase == "AwaitingApproval")
-    driver.step(requests=[driver.promote()])
-    driver.run_until(lambda s: s.phase == "Completed")
-    since = len(driver.events)
-    driver.step(advance=7200)
-    driver.step()
-    assert "SunsetDue" in driver.reasons(since)
+    driver.step(advance=60)
+    assert driver.status.phase == "Completed" and driver.status.revision == revision
+    assert driver.status.actions == actions, "a completed change is never restarted or reverted by an edit"
+    assert driver.reasons(since).count("SpecChangeIgnored") == 1
+    assert condition(driver.status, "SunsetDue") == "True"
 
 
 # --- invalid specs, small helpers ---------------------------------------------------------------
