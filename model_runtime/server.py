@@ -15,13 +15,12 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 
 import numpy as np
 from aiohttp import web
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import Field
+from pydantic import DirectoryPath, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_runtime.config import LossFlags, LossSpec, current_flag_values
@@ -41,7 +40,7 @@ class ServeSettings(BaseSettings):
     strategy: str = "default"
     host: str = "0.0.0.0"  # noqa: S104 (a pod serves its Service)
     port: int = 8080
-    config_dir: Path | None = None
+    config_dir: DirectoryPath | None = None
     poll_seconds: float = Field(default=5.0, gt=0)
     config_poll_seconds: float = Field(default=0.5, gt=0)
     candidate_loss: str | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import mlflow
 import mlflow.xgboost
@@ -17,7 +18,9 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
 from model_runtime.drift import ARTIFACT_PATH
-from model_runtime.training import TrainedModel
+
+if TYPE_CHECKING:  # the server uses this module too and needs no training stack (SymPy, Numba)
+    from model_runtime.training import TrainedModel
 
 FEATURE_RUN_TAG = "feature_artifact_run_id"
 MODEL_ARTIFACT = "model"

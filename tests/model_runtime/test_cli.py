@@ -1,0 +1,74 @@
+"""CLI wiring: subcommand dispatch, settings errors, and the trainer's Pushgateway push on the wire."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+
+from model_runtime import cli
+from model_runtime.batch_metrics import TrainerMetrics
+from model_runtime.config import LossSpec
+
+
+def test_journal_exporter_gets_the_remaining_arguments(monkeypatch):
+    import model_runtime.journal_exporter as journal
+
+    calls = []
+    monkeypatch.setattr(journal, "main", lambda argv: calls.append(argv) or 7)
+    assert cli.main(["journal-exporter", "--port", "9100", "--once"]) == 7
+    assert calls == [["--port", "9100", "--once"]]
+
+
+def test_missing_config_dir_is_a_clear_error(capsys, tmp_path):
+    code = cli.main(["serve", "--tracking-uri", "http://127.0.0.1:1", "--symbols", "BTCUSDC",
+                     "--config-dir", str(tmp_path / "absent")])
+    assert code == 2
+    assert "config_dir" in capsys.readouterr().err
+
+
+def test_symbols_are_split_and_upper_cased():
+    args = cli.build_parser().parse_args(["sweep", "--symbols", "btcusdc, ethusdc,", "--folds", "3"])
+    assert args.symbols == ["BTCUSDC", "ETHUSDC"]
+    assert cli._settings_kwargs(args) == {"symbols": ["BTCUSDC", "ETHUSDC"], "folds": 3}
+
+
+@pytest.fixture
+def pushgateway():
+    """A loopback HTTP endpoint recording what a Pushgateway would receive."""
+    received: list[tuple[str, str, bytes]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 (http.server naming)
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.command, self.path, body))
+            self.send_response(202)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+
+
+def test_trainer_metrics_are_pushed_under_the_job_name(pushgateway):
+    url, received = pushgateway
+    metrics = TrainerMetrics()
+    metrics.started(LossSpec.parse("focal:gamma=1,alpha=0.5"), symbol="BTCUSDC")
+    metrics.failure(LossSpec.parse("focal:gamma=1,alpha=0.5"))
+    metrics.publish(pushgateway=url, textfile=None)
+    [(method, path, body)] = received
+    assert method == "PUT" and path == "/metrics/job/model-runtime-train"
+    text = body.decode()
+    assert 'focal_loss_active{alpha="0.5",gamma="1"} 1.0' in text
+    assert 'xgboost_training_failed_total{loss_function="focal:gamma=1,alpha=0.5"} 1.0' in text
+
+
+def test_unreachable_pushgateway_does_not_fail_the_job(caplog):
+    TrainerMetrics().publish(pushgateway="http://127.0.0.1:9", textfile=None)
+    assert "unreachable" in caplog.text
