@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -54,8 +54,15 @@ class Controller:
     _phases: dict[str, str] = field(default_factory=dict)
 
     # -- entry points --------------------------------------------------------------------
-    def tick(self, namespace: str, name: str) -> None:
-        """One timer tick: cheap unless the analysis interval is due or something awaits the operator."""
+    def tick(self, namespace: str, name: str, cached: Mapping[str, object] | None = None) -> None:
+        """One timer tick: cheap unless the analysis interval is due or something awaits the operator.
+
+        `cached` is the object as the watch last delivered it (kopf's body): when it shows
+        nothing to do, the tick ends without a GET. It can only be older than the apiserver's,
+        so it never hides due work for longer than the watch lags (an older status is more due).
+        """
+        if cached is not None and not self.may_need_work(cached):
+            return
         rollout = self.kube.get_rollout(namespace, name)
         if rollout is None or rollout.deleting:
             return
@@ -77,14 +84,13 @@ class Controller:
             if decision.status != status:
                 self._commit(rollout, decision.status, decision.events)
             return
-        requests = [r for r in parse_requests(rollout.annotations) if r.id not in status.handled_requests]
+        requests = [r for r in parse_requests(rollout.annotations) if not engine.is_handled(status, r)]
         due = status.last_evaluated_at is None or (
             now - status.last_evaluated_at >= parse_duration(spec.analysis.interval))
         if not (due or requests or engine.pending_actions(status) or rollout.generation != status.observed_generation):
             return
         rollout, status = self.carry_out(rollout, spec, status)
-        if engine.pending_actions(status):
-            return  # a lever did not move: keep retrying it before deciding anything new
+        # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
         observation = self.observe(rollout.namespace, spec, status, engine.plan_measurements(spec, status), requests,
                                    now)
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation)
@@ -95,6 +101,26 @@ class Controller:
         if status.phase == "RollingBack" and not engine.pending_actions(status):
             final = engine.decide(spec, status, Observation(), [], self.clock(), rollout.generation)
             self._commit(rollout, final.status, final.events)
+
+    def may_need_work(self, body: Mapping[str, object]) -> bool:
+        """Whether a rollout as last seen may need a cycle: the same due test `reconcile` makes,
+        read from the raw object without validating it (anything unexpected answers True)."""
+        try:
+            meta, spec, status = (dict(body.get(k) or {}) for k in ("metadata", "spec", "status"))  # type: ignore[call-overload]
+            if meta.get("deletionTimestamp") or int(meta.get("generation", 0)) != status.get("observedGeneration"):
+                return True
+            handled = set(status.get("handledRequests") or [])
+            if any(r.key not in handled for r in parse_requests(dict(meta.get("annotations") or {}))):
+                return True
+            if any(a.get("state") == "Pending" for a in status.get("actions") or []):
+                return True
+            last = status.get("lastEvaluatedAt")
+            if not last:
+                return True
+            interval = parse_duration(spec["analysis"]["interval"])
+            return self.clock() - datetime.fromisoformat(str(last).replace("Z", "+00:00")) >= interval
+        except (TypeError, ValueError, KeyError, AttributeError):
+            return True
 
     def on_delete(self, namespace: str, name: str) -> bool:
         """Before the finalizer goes: revert live levers of an unfinished rollout. True when done."""
@@ -141,7 +167,7 @@ class Controller:
                     if gate.sweep is not None:
                         sweep(gate.sweep.experiment)
         versions, versions_error = None, None
-        if plan.versions:
+        if plan.versions or any(r.kind in ("promote", "retry") for r in requests):
             try:
                 versions = mlflow.model_versions(spec.models, spec.symbols)
             except MlflowUnavailable as error:

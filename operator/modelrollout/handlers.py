@@ -39,8 +39,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, sharp=False)
-def tick(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
-    memo.controller.tick(namespace, name)
+def tick(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.controller.tick(namespace, name, cached=body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
