@@ -42,7 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     metrics.serve(args.metrics_port)
     pod = os.environ.get("POD_NAME") or f"{os.uname().nodename}-{os.getpid()}"
     priority = args.priority if args.priority is not None else peering_priority(pod)
+    # Only the namespaces named (no patterns) and the CRDs present at startup are served, so kopf
+    # need not list namespaces or CRDs cluster-wide: the chart grants neither, and without this
+    # kopf retries those refused requests for about a minute before it serves anything.
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = True
     kopf.run(
+        settings=settings,
         clusterwide=False,
         namespaces=args.namespace,
         standalone=args.standalone,
