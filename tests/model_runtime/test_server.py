@@ -122,7 +122,7 @@ def test_flag_switch_flips_focal_loss_active_without_dropping_requests(served):
         write_volume(config, "v2", {"CVN_LOSS_FUNCTION": "binary:logistic",
                                     "CVN_LOSS_FUNCTION__BTCUSDC": "focal:gamma=2,alpha=0.25"})
         assert eventually(lambda: value(url, "focal_loss_active", symbol="BTCUSDC", gamma="2", alpha="0.25") == 1.0,
-                          timeout=3.0)
+                          timeout=5.0)
     finally:
         stop.set()
         sender.join()
@@ -133,7 +133,7 @@ def test_flag_switch_flips_focal_loss_active_without_dropping_requests(served):
     assert status == 200 and body["alias"] == "candidate" and body["loss_function"].startswith("focal")
 
     write_volume(config, "v3", {"CVN_LOSS_FUNCTION": "binary:logistic"})  # rollback is a flag flip
-    assert eventually(lambda: value(url, "focal_loss_active", symbol="BTCUSDC") == 0.0, timeout=3.0)
+    assert eventually(lambda: value(url, "focal_loss_active", symbol="BTCUSDC") == 0.0, timeout=5.0)
 
 
 def test_alias_move_in_mlflow_is_picked_up_by_polling(served, trained_models):
