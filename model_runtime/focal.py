@@ -7,15 +7,16 @@ declared in the same stable form (sigmoid' = sigmoid(t) * sigmoid(-t), log_sigmo
 `diff` never produces exp(700) or log(0): every expression stays finite at any margin.
 
 The gradient and Hessian expressions are lambdified to scalar code and compiled with Numba into one
-fused parallel kernel per gamma (alpha only weights the two classes, so it is a kernel argument), because XGBoost calls the objective every round and a NumPy
-version costs about as much as building the trees themselves (see benchmarks/model_runtime_training.py).
+fused parallel kernel per gamma (alpha only weights the two classes, so it is a kernel argument),
+because XGBoost calls the objective every round and a NumPy version costs about as much as building
+the trees themselves (see benchmarks/model_runtime_training.py).
 
 Hessian floor: the true focal Hessian is negative for confidently wrong margins when gamma > 0 and
 vanishes for confidently right ones. XGBoost divides by the Hessian sum (leaf weight -G / (H + lambda))
 and uses it for split gain and `min_child_weight`, so a negative or near-zero value makes leaves blow
-up. The kernel returns max(h, HESS_FLOOR) with HESS_FLOOR = 1e-6: far below the Hessian of any
-sample still being learned (>= 1e-3 for |z| < 5 at gamma = 2), so it only touches samples that are
-either mis-curved or already fitted, and `max_delta_step` bounds the step those samples can cause.
+up. The kernel returns max(h, HESS_FLOOR) with HESS_FLOOR = 1e-6. At gamma = 2, alpha = 0.25 it binds
+only for rows wrong by more than 2.8 logits (negative curvature) or right by more than 4.9-5.2 logits
+(Hessian below 1e-6: already fitted); `max_delta_step` bounds the step the wrong ones can cause.
 """
 
 from __future__ import annotations
