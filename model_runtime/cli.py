@@ -15,13 +15,9 @@ from typing import Any
 log = logging.getLogger("model_runtime")
 
 
-def _symbols(value: str) -> list[str]:
-    return [s.strip().upper() for s in value.split(",") if s.strip()]
-
-
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (env MODEL_RUNTIME_TRACKING_URI)")
-    parser.add_argument("--symbols", type=_symbols, help="comma-separated, e.g. BTCUSDC,ETHUSDC")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (env MODEL_RUNTIME_TRACKING_URI or MLFLOW_TRACKING_URI)")
+    parser.add_argument("--symbols", help="comma-separated, e.g. BTCUSDC,ETHUSDC")
     parser.add_argument("--strategy", help="strategy part of the registered-model name")
 
 

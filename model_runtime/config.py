@@ -12,7 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_settings import NoDecode
 
 FLAG = "CVN_LOSS_FUNCTION"
 OVERRIDE_PREFIX = f"{FLAG}__"
@@ -97,6 +98,19 @@ def _parse_key(key: str, raw: str) -> LossSpec:
         return LossSpec.parse(raw)
     except ValueError as error:
         raise ValueError(f"{key}: {error}") from None
+
+
+def _split_symbols(value: Any) -> Any:
+    if isinstance(value, str):
+        return [s.strip().upper() for s in value.split(",") if s.strip()]
+    return [s.upper() for s in value] if isinstance(value, list) else value
+
+
+# Settings fields shared by the commands: `--symbols`/MODEL_RUNTIME_SYMBOLS as "BTCUSDC,ETHUSDC", and the
+# tracking URI also from MLflow's own MLFLOW_TRACKING_URI.
+Symbols = Annotated[list[str], NoDecode, BeforeValidator(_split_symbols), Field(min_length=1)]
+TrackingUri = Annotated[str, Field(validation_alias=AliasChoices(
+    "tracking_uri", "MODEL_RUNTIME_TRACKING_URI", "MLFLOW_TRACKING_URI"))]
 
 
 def read_config_dir(directory: Path) -> dict[str, str]:

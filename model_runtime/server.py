@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import DirectoryPath, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_runtime.config import LossFlags, LossSpec, current_flag_values
+from model_runtime.config import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
 from model_runtime.model_store import ServedModel, load_served_model, registry_view
 from model_runtime.serving_metrics import ServerMetrics
 from model_runtime.tracking import Naming, connect
@@ -35,8 +35,8 @@ MAX_ROWS = 10_000
 class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODEL_RUNTIME_", frozen=True)
 
-    tracking_uri: str
-    symbols: list[str] = Field(min_length=1)
+    tracking_uri: TrackingUri
+    symbols: Symbols
     strategy: str = "default"
     host: str = "0.0.0.0"  # noqa: S104 (a pod serves its Service)
     port: int = 8080

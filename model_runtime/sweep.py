@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_runtime.config import LossSpec
+from model_runtime.config import LossSpec, Symbols, TrackingUri
 from model_runtime.datasource import load_symbol_frames
 from model_runtime.tracking import connect, experiment_id, log_metrics_run
 from model_runtime.training import BoosterParams, SplitSpec, fit_fold, time_splits, to_dataset
@@ -30,8 +30,8 @@ SWEEP_METRICS = ("f1_buy", "ece_hold", "expectancy_net", "auc", "log_loss", "sha
 class SweepSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MODEL_RUNTIME_", frozen=True)
 
-    tracking_uri: str
-    symbols: list[str] = Field(min_length=1)
+    tracking_uri: TrackingUri
+    symbols: Symbols
     strategy: str = "default"
     experiment: str = "focal-loss-sweep"
     baseline_loss: str = "binary:logistic"

@@ -9,7 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_runtime.batch_metrics import TrainerMetrics
-from model_runtime.config import LossFlags, LossSpec, current_flag_values
+from model_runtime.config import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
 from model_runtime.datasource import load_symbol_frames
 from model_runtime.tracking import Naming, log_trained_model
 from model_runtime.training import BoosterParams, SplitSpec, fit_fold, time_splits, to_dataset
@@ -22,8 +22,8 @@ class TrainSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MODEL_RUNTIME_", frozen=True)
 
-    tracking_uri: str
-    symbols: list[str] = Field(min_length=1)
+    tracking_uri: TrackingUri
+    symbols: Symbols
     strategy: str = "default"
     experiment: str = "model-runtime-train"
     loss: str | None = Field(default=None, description="else CVN_LOSS_FUNCTION[__SYMBOL]")

@@ -10,6 +10,8 @@ import pytest
 from model_runtime import cli
 from model_runtime.batch_metrics import TrainerMetrics
 from model_runtime.config import LossSpec
+from model_runtime.server import ServeSettings
+from model_runtime.sweep import SweepSettings
 
 
 def test_journal_exporter_gets_the_remaining_arguments(monkeypatch):
@@ -28,10 +30,16 @@ def test_missing_config_dir_is_a_clear_error(capsys, tmp_path):
     assert "config_dir" in capsys.readouterr().err
 
 
-def test_symbols_are_split_and_upper_cased():
-    args = cli.build_parser().parse_args(["sweep", "--symbols", "btcusdc, ethusdc,", "--folds", "3"])
-    assert args.symbols == ["BTCUSDC", "ETHUSDC"]
-    assert cli._settings_kwargs(args) == {"symbols": ["BTCUSDC", "ETHUSDC"], "folds": 3}
+def test_settings_come_from_flags_or_the_environment(monkeypatch):
+    args = cli.build_parser().parse_args(["sweep", "--symbols", "btcusdc, ethusdc,", "--folds", "3", "--nthread", "1"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    settings = SweepSettings(**cli._settings_kwargs(args))
+    assert settings.symbols == ["BTCUSDC", "ETHUSDC"] and settings.folds == 3 and settings.booster.nthread == 1
+    assert settings.tracking_uri == "http://mlflow:5000"
+    monkeypatch.setenv("MODEL_RUNTIME_SYMBOLS", "solusdc,XRPUSDC")
+    monkeypatch.setenv("MODEL_RUNTIME_TRACKING_URI", "http://other:5000")
+    from_env = ServeSettings()
+    assert from_env.symbols == ["SOLUSDC", "XRPUSDC"] and from_env.tracking_uri == "http://other:5000"
 
 
 @pytest.fixture
