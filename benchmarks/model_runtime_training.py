@@ -74,17 +74,22 @@ def main() -> None:
         })
     times: dict[str, list[float]] = {"logistic": [], "focal": [], "custom_logistic": []}
     names = list(times)
+    nodes = dict.fromkeys(names, 0)  # tree size drives hist cost, so it is part of the comparison
     for rep in range(REPS):
         total = dict.fromkeys(names, 0.0)
         for i, job in enumerate(jobs):
             for name in names[(rep + i) % 3:] + names[: (rep + i) % 3]:
                 xgb_params, dtrain, obj = job[name]
                 started = time.perf_counter()
-                xgb.train(xgb_params, dtrain, num_boost_round=ROUNDS, obj=obj)
+                booster = xgb.train(xgb_params, dtrain, num_boost_round=ROUNDS, obj=obj)
                 total[name] += time.perf_counter() - started
+                if rep == 0:
+                    nodes[name] += sum(len(tree.splitlines()) for tree in booster.get_dump())
         for name in names:
             times[name].append(total[name])
         print(f"rep {rep}: " + " ".join(f"{k}={v:.2f}s" for k, v in total.items()), file=sys.stderr)
+    print("tree nodes: " + " ".join(f"{k}={v}" for k, v in nodes.items()) + f"; load average {os.getloadavg()[0]:.1f}",
+          file=sys.stderr)
     ratio = lambda a, b: float(np.median(np.array(times[a]) / np.array(times[b])))  # noqa: E731
     emit("model_runtime_train_time_focal_over_logistic", ratio("focal", "logistic"), "ratio", 1.10, "lower")
     emit("model_runtime_train_time_focal_over_custom_logistic", ratio("focal", "custom_logistic"), "ratio", 1.05,
