@@ -52,6 +52,7 @@ class Controller:
     metrics: OperatorMetrics
     clock: Callable[[], datetime] = utcnow
     _phases: dict[str, str] = field(default_factory=dict)
+    _mlflow: dict[tuple[str, float], MlflowProvider] = field(default_factory=dict)
 
     # -- entry points --------------------------------------------------------------------
     def tick(self, namespace: str, name: str, cached: Mapping[str, object] | None = None) -> None:
@@ -91,7 +92,7 @@ class Controller:
             return
         rollout, status = self.carry_out(rollout, spec, status)
         # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
-        observation = self.observe(rollout.namespace, spec, status, engine.plan_measurements(spec, status), requests,
+        observation = self.observe(rollout.namespace, spec, status, engine.plan_measurements(spec, status, now), requests,
                                    now)
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation)
         decision.status.last_evaluated_at = now
@@ -144,7 +145,7 @@ class Controller:
     # -- measuring -----------------------------------------------------------------------
     def observe(self, namespace: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, plan: MeasurementPlan,
                 requests: list[Request], now: datetime) -> Observation:
-        mlflow = MlflowProvider(spec.models.tracking_uri, parse_duration(spec.prometheus.timeout).total_seconds())
+        mlflow = self.mlflow(spec)
         evidence: dict[str, SweepEvidence] = {}
 
         def sweep(experiment: str) -> SweepEvidence:
@@ -212,10 +213,17 @@ class Controller:
         if action.type == "setFlag":
             target_namespace, _, configmap = action.target.rpartition("/")
             return self.kube.set_flags(target_namespace or namespace, configmap, action.flags)
-        mlflow = MlflowProvider(spec.models.tracking_uri, parse_duration(spec.prometheus.timeout).total_seconds())
+        mlflow = self.mlflow(spec)
         if action.type == "moveAlias":
             return mlflow.set_alias(action.target, action.alias, action.value)
         return mlflow.set_model_tag(action.target, action.alias, action.value)
+
+    def mlflow(self, spec: ModelRolloutSpec) -> MlflowProvider:
+        """One provider per tracking server, kept across cycles so what never changes is read once."""
+        key = (spec.models.tracking_uri, parse_duration(spec.prometheus.timeout).total_seconds())
+        if key not in self._mlflow:
+            self._mlflow[key] = MlflowProvider(*key)
+        return self._mlflow[key]
 
     # -- persistence ---------------------------------------------------------------------
     def _status(self, rollout: RolloutObject) -> ModelRolloutStatus:

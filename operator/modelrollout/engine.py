@@ -95,16 +95,42 @@ def gate_verdict(measurements: Iterable[Measurement]) -> Verdict:
     return max(verdicts, key=lambda v: VERDICT_SEVERITY[v])
 
 
-def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> MeasurementPlan:
-    """What to measure this cycle, so the shell never queries what the engine will not use."""
+def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                      now: datetime | None = None) -> MeasurementPlan:
+    """What to measure this cycle, so the shell never queries what the engine will not use.
+
+    MLflow versions are read only when a lever stage may begin now: while awaiting approval,
+    when a stage could not begin, or once the current stage's minimum time is over and the
+    next stage starts without approval (`now` unknown: assume it may).
+    """
     if status.phase in TERMINAL_PHASES or status.phase == "RollingBack" or not status.revision:
         return MeasurementPlan(gates=None, triggers=None, versions=False)
     stage = _stage(spec, status)
     live = _live_stage(spec, status)
     gates = stage if status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
-    next_needs_versions = status.phase == "AwaitingApproval" or (
-        stage is not None and stage.type != "shadow" and not status.versions.champion)
-    return MeasurementPlan(gates=gates, triggers=live, versions=next_needs_versions or gates is not None)
+    return MeasurementPlan(gates=gates, triggers=live, versions=_lever_stage_may_begin(spec, status, stage, now))
+
+
+def _lever_stage_may_begin(spec: ModelRolloutSpec, status: ModelRolloutStatus, stage: Stage | None,
+                           now: datetime | None) -> bool:
+    if status.phase == "AwaitingApproval":
+        return True
+    if stage is None:
+        return False
+    if status.stage_started_at is None or (stage.type != "shadow" and not status.versions.champion):
+        return stage.type != "shadow"
+    following = spec.stages[status.stage_index + 1:status.stage_index + 2]
+    if not following or following[0].type == "shadow" or following[0].approval.required:
+        return False
+    return now is None or now - status.stage_started_at >= stage_duration(stage)
+
+
+def stage_duration(stage: Stage) -> timedelta:
+    """How long a stage runs before its gates are decisive: its minimum, or its watch if longer."""
+    needed = parse_duration(stage.min_duration)
+    if stage.watch_duration:
+        needed = max(needed, parse_duration(stage.watch_duration))
+    return needed
 
 
 def decide(
@@ -386,7 +412,7 @@ class _Engine:
         by_gate = {g.name: gate_verdict(m for m in gates if m.name == g.name) for g in stage.gates}
         counters, limits = self.status.counters, stage.limits
         elapsed = self.now - self.status.stage_started_at
-        needed = self.stage_duration(stage)
+        needed = stage_duration(stage)
         decisive = elapsed >= needed
         errors = [n for n, v in by_gate.items() if v == "Error"]
         failures = [n for n, v in by_gate.items() if v == "Fail"]
@@ -546,12 +572,6 @@ class _Engine:
     def configmap(self) -> str:
         ref = self.spec.change.config_map
         return f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
-
-    def stage_duration(self, stage: Stage) -> timedelta:
-        needed = parse_duration(stage.min_duration)
-        if stage.watch_duration:
-            needed = max(needed, parse_duration(stage.watch_duration))
-        return needed
 
     def sunset_time(self) -> datetime | None:
         accountability = self.spec.accountability

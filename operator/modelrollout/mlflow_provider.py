@@ -54,6 +54,7 @@ class MlflowProvider:
         self.tracking_uri = tracking_uri
         self.page_size = page_size
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._runs: dict[tuple[str, str], str | None] = {}  # a model version's run never changes
 
     def sweep_evidence(self, experiment: str) -> SweepEvidence:
         """Every finished, active run of the experiment that carries the sweep tags; never raises.
@@ -152,11 +153,13 @@ class MlflowProvider:
     def _run_of(self, name: str, version: str | None) -> str | None:
         if version is None:
             return None
-        try:
-            with self._errors(f"read version {version} of {name!r}"):
-                return self._client.get_model_version(name, version).run_id or None
-        except LookupError:
-            return None
+        if (name, version) not in self._runs:
+            try:
+                with self._errors(f"read version {version} of {name!r}"):
+                    self._runs[(name, version)] = self._client.get_model_version(name, version).run_id or None
+            except LookupError:
+                return None
+        return self._runs[(name, version)]
 
     @contextmanager
     def _errors(self, doing: str) -> Iterator[None]:

@@ -171,6 +171,15 @@ def test_plan_measurements_asks_only_for_what_the_engine_uses() -> None:
     driver.to_canary()
     plan = plan_measurements(SPEC, driver.status)
     assert (plan.gates.name, plan.triggers.name) == ("canary", "canary")  # type: ignore[union-attr]
+    started = driver.status.stage_started_at
+    assert started is not None
+    # Mid-canary, with full behind an approval, no cycle can begin a lever stage: MLflow is not read.
+    assert plan_measurements(SPEC, driver.status, started + timedelta(seconds=1)).versions is False
+    assert plan_measurements(SPEC, driver.status, started + timedelta(days=30)).versions is False
+    no_approval_next = SPEC.model_copy(update={"stages": [SPEC.stages[0], SPEC.stages[1], SPEC.stages[1].model_copy(
+        update={"name": "canary-2"}), SPEC.stages[2]]})
+    assert plan_measurements(no_approval_next, driver.status, started + timedelta(seconds=1)).versions is False
+    assert plan_measurements(no_approval_next, driver.status, started + timedelta(days=30)).versions is True
     driver.run_until(lambda s: s.phase == "AwaitingApproval")
     plan = plan_measurements(SPEC, driver.status)
     assert (plan.gates, plan.triggers.name, plan.versions) == (None, "canary", True)  # type: ignore[union-attr]
