@@ -24,6 +24,7 @@ Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
 Text = Annotated[str, StringConstraints(max_length=1024)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+DataKey = Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]  # ConfigMap/Secret key
 PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)]
 Comparator = Literal[">=", ">", "<=", "<"]
@@ -71,7 +72,7 @@ class FlagChange(SpecModel):
     ]})
 
     config_map: ConfigMapRef
-    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+    key: DataKey
     baseline: NonEmpty
     candidate: NonEmpty
     symbol_override_key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9{}]+$", max_length=253)] = Field(
@@ -129,7 +130,7 @@ class ModelsSpec(SpecModel):
 
 class SecretKeyRef(SpecModel):
     name: Name
-    key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+    key: DataKey
 
 
 class PrometheusSpec(SpecModel):
