@@ -140,8 +140,8 @@ def test_an_unreachable_prometheus_makes_every_gate_and_trigger_an_error_within_
 
 def test_a_firing_alert_fails_its_symbol_and_an_alert_without_symbol_fails_all(
         feed: SeriesFeed, tmp_path: Path) -> None:
-    btc_rule = {"alert": "DataDriftPSIWarning", "expr": "vector(1)", "labels": {"symbol": "BTCUSDC"}}
-    global_rule = {"alert": "ConceptDriftWarning", "expr": "vector(1)"}
+    btc_rule = {"alert": "data_drift_psi_warning", "expr": "vector(1)", "labels": {"symbol": "BTCUSDC"}}
+    global_rule = {"alert": "concept_drift_warning", "expr": "vector(1)"}
     alerts = 'count by (symbol) (ALERTS{alertstate="firing"})'
     symbol_rules, all_rules = tmp_path / "symbol.rules.yaml", tmp_path / "all.rules.yaml"
     symbol_rules.write_text(yaml.safe_dump({"groups": [{"name": "t", "rules": [btc_rule]}]}))
@@ -153,7 +153,7 @@ def test_a_firing_alert_fails_its_symbol_and_an_alert_without_symbol_fails_all(
         alert_gate = {m.symbol: m for m in gates if m.name == "no-drift-alerts"}
         assert {s: m.verdict for s, m in alert_gate.items()} == {
             "BTCUSDC": "Fail", "ETHUSDC": "Pass", "SOLUSDC": "Pass", "BNBUSDC": "Pass", "XRPUSDC": "Pass"}
-        assert "DataDriftPSIWarning" in alert_gate["BTCUSDC"].message
+        assert "data_drift_psi_warning" in alert_gate["BTCUSDC"].message
 
         feed.scrape(rule_files=[all_rules])
         feed.wait_for(alerts, lambda r: r.values == {"BTCUSDC": 1.0, "*": 1.0})

@@ -272,7 +272,7 @@ def test_an_alert_for_one_symbol_fails_only_that_symbol_and_names_the_alerts() -
     measurements = evaluate_gate(ALERTS, TWO, {"alerts": ok(ETHUSDC=2.0, SOLUSDC=1.0)}, NOW)
     assert verdicts(measurements) == {"BTCUSDC": "Pass", "ETHUSDC": "Fail"}
     assert measurements[1].value == 2.0
-    assert "DataDriftPSIWarning" in measurements[1].message and "ETHUSDC" in measurements[1].message
+    assert "data_drift_psi_warning" in measurements[1].message and "ETHUSDC" in measurements[1].message
 
 
 def test_an_alert_without_symbol_fails_every_symbol() -> None:
