@@ -23,6 +23,7 @@ import aiohttp
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from devstack.bench import emit
 from devstack.mlflow import start_mlflow
 from devstack.process import Server, free_port, http_ok
 from model_runtime.cli import main as model_runtime
@@ -34,10 +35,6 @@ SECONDS = 3 if QUICK else 20
 TRAIN = ["--rows", "5000", "--rounds", "20"] if QUICK else ["--rows", "20000"]
 RUNS = 1 if QUICK else 3
 SYMBOL = "BTCUSDC"
-
-
-def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
-    print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, "goal": goal, "better": better}))
 
 
 async def load(url: str, rows: list[list[float]]) -> np.ndarray:

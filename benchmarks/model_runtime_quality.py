@@ -16,16 +16,12 @@ import numpy as np
 from model_runtime.config import LossSpec
 from model_runtime.synthetic import MarketSpec, generate_market
 from model_runtime.training import BoosterParams, SplitSpec, fit_fold, time_splits, to_dataset
+from devstack.bench import emit
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SYMBOLS = ["BTCUSDC", "ETHUSDC", "SOLUSDC", "XRPUSDC", "BNBUSDC"][: 2 if QUICK else 5]
 ROWS = 10_000 if QUICK else 60_000
 FOLDS = 3 if QUICK else 5
-
-
-def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
-    print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, "goal": round(goal, 4),
-                      "better": better}))
 
 
 def main() -> None:

@@ -8,7 +8,6 @@ and the median over repetitions is reported. BENCH_QUICK=1 shrinks everything fo
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -22,6 +21,7 @@ from model_runtime.config import LossSpec
 from model_runtime.focal import focal_grad_hess, focal_objective
 from model_runtime.synthetic import MarketSpec, generate_market
 from model_runtime.training import BoosterParams, booster_params, to_dataset
+from devstack.bench import emit
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SYMBOLS = ["BTCUSDC", "ETHUSDC", "SOLUSDC", "XRPUSDC", "BNBUSDC"][: 2 if QUICK else 5]
@@ -29,10 +29,6 @@ ROWS = 20_000 if QUICK else 200_000
 ROUNDS = 20 if QUICK else 100
 REPS = 2 if QUICK else 3
 THREADS = 2
-
-
-def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
-    print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, "goal": goal, "better": better}))
 
 
 def custom_logistic(y: np.ndarray):

@@ -24,7 +24,6 @@ from the bad trades to the breach being visible (scrape interval, trigger window
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import statistics
@@ -39,6 +38,7 @@ from typing import Any
 
 import kubernetes
 
+from devstack.bench import emit
 from devstack.operator import start_operator
 from devstack.scenario import (
     BASELINE,
@@ -62,16 +62,10 @@ INTERVAL_S = 2.0
 TRIGGER_WINDOW = "2s"
 POLL_S = 0.05
 SYMBOL = "BTCUSDC"
-RESULTS = sys.stdout  # the JSON lines only: everything else (MLflow's run links too) goes to stderr
 
 
 def log(message: str) -> None:
     print(f"[rollback-latency] {message}", file=sys.stderr, flush=True)
-
-
-def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
-    print(json.dumps({"bench": bench, "value": round(value, 3), "unit": unit, "goal": goal, "better": better}),
-          file=RESULTS, flush=True)
 
 
 def canary_only(spec: dict[str, Any]) -> None:

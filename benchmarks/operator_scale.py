@@ -27,7 +27,6 @@ its threads' wall time went during the window (the sampler costs CPU: don't quot
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import statistics
@@ -41,6 +40,7 @@ from typing import Any
 
 import kubernetes
 
+from devstack.bench import emit
 from devstack.operator import start_operator
 from devstack.sampler import read_profile, start_sampled_operator
 from devstack.scenario import (
@@ -62,17 +62,11 @@ WINDOW_S = 20.0 if QUICK else 60.0
 INTERVAL_S = 10.0
 RSS_GOAL_MB = 300.0
 PROFILE = os.environ.get("BENCH_PROFILE") == "1"
-RESULTS = sys.stdout  # the JSON lines only: everything else (MLflow's run links too) goes to stderr
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def log(message: str) -> None:
     print(f"[scale] {message}", file=sys.stderr, flush=True)
-
-
-def emit(bench: str, value: float, unit: str, goal: float, better: str) -> None:
-    print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, "goal": goal, "better": better}),
-          file=RESULTS, flush=True)
 
 
 def held_canary(configmap: str) -> Any:
