@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import TypeVar
 
-from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_query
+from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_count_query, trigger_query
 from modelrollout.observation import QueryResult, SweepEvidence
 from modelrollout.prometheus_provider import PrometheusProvider
-from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
+from modelrollout.spec import ModelRolloutSpec, RollbackTrigger, Stage, parse_duration
 from modelrollout.status import Measurement
 from modelrollout.sweep_stats import evaluate_sweep
 
@@ -41,9 +41,9 @@ def measure_stage(
     """(gate measurements, trigger measurements) for the stage's symbols, one per symbol each."""
     symbols = spec.stage_symbols(stage)
     gate_plans = [_rendered(gate_queries, gate, symbols) for gate in stage.gates]
-    trigger_plans = [_rendered(trigger_query, trigger, symbols) for trigger in stage.rollback_triggers]
+    trigger_plans = [_rendered(_trigger_queries, trigger, symbols) for trigger in stage.rollback_triggers]
     answers = _run_once(prometheus, [query for plan in gate_plans if isinstance(plan, dict) for query in plan.values()]
-                        + [plan for plan in trigger_plans if isinstance(plan, str)])
+                        + [query for plan in trigger_plans if isinstance(plan, tuple) for query in plan if query])
 
     gates: list[Measurement] = []
     for gate, plan in zip(stage.gates, gate_plans):
@@ -59,8 +59,13 @@ def measure_stage(
         if isinstance(plan, ValueError):
             triggers += _invalid(trigger.name, "rollbackTrigger", symbols, plan, now)
         else:
-            triggers += evaluate_trigger(trigger, symbols, answers[plan], now)
+            value, count = plan
+            triggers += evaluate_trigger(trigger, symbols, answers[value], now, answers[count] if count else None)
     return gates, triggers
+
+
+def _trigger_queries(trigger: RollbackTrigger, symbols: Sequence[str]) -> tuple[str, str | None]:
+    return trigger_query(trigger, symbols), trigger_count_query(trigger, symbols)
 
 
 def _rendered(render: Callable[[_Item, Sequence[str]], _Query], item: _Item,

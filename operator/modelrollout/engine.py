@@ -103,7 +103,11 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     when a stage could not begin, or once the current stage's minimum time is over and the
     next stage starts without approval (`now` unknown: assume it may).
     """
-    if status.phase in TERMINAL_PHASES or status.phase == "RollingBack" or not status.revision:
+    if not status.revision:  # a new rollout begins its first stage this cycle
+        first = spec.stages[0]
+        return MeasurementPlan(gates=None, triggers=None,
+                               versions=first.type != "shadow" and not first.approval.required)
+    if status.phase in TERMINAL_PHASES or status.phase == "RollingBack":
         return MeasurementPlan(gates=None, triggers=None, versions=False)
     stage = _stage(spec, status)
     live = _live_stage(spec, status)

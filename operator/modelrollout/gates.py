@@ -105,18 +105,35 @@ def trigger_query(trigger: RollbackTrigger, symbols: Sequence[str]) -> str:
     return render_query(trigger.query, symbols=symbols, window=trigger.window)
 
 
+def trigger_count_query(trigger: RollbackTrigger, symbols: Sequence[str]) -> str | None:
+    """The sample count a trigger needs before it judges a symbol (None: it judges at once)."""
+    if trigger.count_query is None:
+        return None
+    return render_query(trigger.count_query, symbols=symbols, window=trigger.window)
+
+
 def evaluate_trigger(trigger: RollbackTrigger, symbols: Sequence[str], result: QueryResult,
-                     now: datetime) -> list[Measurement]:
-    """Per symbol: "Fail" means BREACHED (roll back), "Pass" not breached, else no verdict."""
-    criterion = f"breach if {trigger.op} {trigger.value:g} over {trigger.window}"
+                     now: datetime, count: QueryResult | None = None) -> list[Measurement]:
+    """Per symbol: "Fail" means BREACHED (roll back), "Pass" not breached, else no verdict.
+
+    A symbol with fewer than `minSamples` (per `count`) is not judged yet: Inconclusive.
+    """
+    criterion = f"breach if {trigger.op} {trigger.value:g} over {trigger.window}" + (
+        f" with >= {trigger.min_samples} samples" if trigger.min_samples else "")
     measure = _measurer(trigger.name, "rollbackTrigger", now)
-    if result.error:
-        return [measure(symbol, "Error", criterion, result.error) for symbol in symbols]
+    errors = [r.error for r in (result, count) if r is not None and r.error]
+    if errors:
+        return [measure(symbol, "Error", criterion, errors[0]) for symbol in symbols]
     measurements = []
     for symbol in symbols:
         value = _value(result, symbol)
+        samples = _value(count, symbol) if count is not None else None
         if value is None:
             measurements.append(measure(symbol, "Inconclusive", criterion, f"no data for {symbol}"))
+        elif trigger.min_samples and (samples is None or samples < trigger.min_samples):
+            measurements.append(measure(symbol, "Inconclusive", criterion,
+                                        f"{0 if samples is None else samples:g} samples for {symbol}: not judged "
+                                        f"before {trigger.min_samples}", value))
         elif _OPS[trigger.op](value, trigger.value):
             measurements.append(measure(symbol, "Fail", criterion,
                                         f"breached: {value:g} {trigger.op} {trigger.value:g} for {symbol}", value))

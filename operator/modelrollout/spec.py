@@ -265,13 +265,29 @@ class Gate(SpecModel):
 
 
 class RollbackTrigger(SpecModel):
-    """Rolls back as soon as any symbol's value of `query` satisfies `op value` (the breach)."""
+    """Rolls back as soon as any symbol's value of `query` satisfies `op value` (the breach).
+
+    With `minSamples`, a symbol is judged only once `countQuery` reaches it: a handful of
+    early trades is noise, not a breach (until then the trigger reads Inconclusive).
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.minSamples == 0 || has(self.countQuery)", "minSamples needs countQuery", ".countQuery"),
+    ]})
 
     name: Name
     query: PromQL
     op: Comparator
     value: float
     window: Duration
+    count_query: PromQL | None = None
+    min_samples: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _samples(self) -> RollbackTrigger:
+        if self.min_samples > 0 and self.count_query is None:
+            raise ValueError("countQuery: minSamples needs countQuery")
+        return self
 
 
 class Limits(SpecModel):

@@ -81,7 +81,7 @@ def test_the_canary_passes_on_good_series_with_each_query_run_once(feed: SeriesF
     assert (expectancy.value, expectancy.baseline) == (pytest.approx(0.015), pytest.approx(0.012))
     assert all(m.measured_at == NOW for m in gates + triggers)
     # 4 expectancy roles + trades + alerts + 2 calibration + 1 trigger, one query each, none per symbol
-    assert len(provider.asked) == len(set(provider.asked)) == 9
+    assert len(provider.asked) == len(set(provider.asked)) == 10
     assert all('symbol=~"BTCUSDC"' in q for q in provider.asked if "ALERTS" not in q)
 
 

@@ -12,7 +12,14 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, render_query, trigger_query
+from modelrollout.gates import (
+    evaluate_gate,
+    evaluate_trigger,
+    gate_queries,
+    render_query,
+    trigger_count_query,
+    trigger_query,
+)
 from modelrollout.observation import QueryResult
 from modelrollout.spec import SYMBOL_PATTERN, Gate, ModelRolloutSpec, NoFiringAlertGate, RollbackTrigger
 
@@ -299,11 +306,23 @@ def test_trigger_query_uses_the_trigger_window() -> None:
 
 def test_trigger_fail_means_breached() -> None:
     measurements = evaluate_trigger(TRIGGER, ["BTCUSDC", "ETHUSDC", "SOLUSDC"],
-                                    ok(BTCUSDC=-0.001, ETHUSDC=0.0, SOLUSDC=math.nan), NOW)
+                                    ok(BTCUSDC=-0.001, ETHUSDC=0.0, SOLUSDC=math.nan), NOW,
+                                    ok(BTCUSDC=50, ETHUSDC=50, SOLUSDC=50))
     assert verdicts(measurements) == {"BTCUSDC": "Fail", "ETHUSDC": "Pass", "SOLUSDC": "Inconclusive"}
-    assert measurements[0].threshold == "breach if < 0 over 48h"
+    assert measurements[0].threshold == "breach if < 0 over 48h with >= 20 samples"
     assert measurements[0].kind == "rollbackTrigger" and measurements[0].value == -0.001
     assert "breached" in measurements[0].message
+
+
+def test_trigger_does_not_judge_a_symbol_before_its_minimum_samples() -> None:
+    assert trigger_count_query(TRIGGER, ["BTCUSDC"]) == ('max_over_time(n_trades{symbol=~"BTCUSDC",'
+                                                         'variant="candidate"}[48h])')
+    measurements = evaluate_trigger(TRIGGER, ["BTCUSDC", "ETHUSDC", "SOLUSDC"],
+                                    ok(BTCUSDC=-5.0, ETHUSDC=-5.0, SOLUSDC=-5.0), NOW, ok(BTCUSDC=19, ETHUSDC=20))
+    assert verdicts(measurements) == {"BTCUSDC": "Inconclusive", "ETHUSDC": "Fail", "SOLUSDC": "Inconclusive"}
+    assert "not judged before 20" in measurements[0].message
+    [m] = evaluate_trigger(TRIGGER, ["BTCUSDC"], ok(BTCUSDC=-5.0), NOW, QueryResult(query="c", error="timeout"))
+    assert m.verdict == "Error"
 
 
 def test_trigger_error_is_error() -> None:
