@@ -3,7 +3,8 @@
 - evidence desk: the full plan against the real sweep; focal loss shows no F1 lift on this synthetic
   market, so the shadow gate ends it NotPromoted and nothing live is touched.
 - live desk A: the plan without its shadow stage (the owner overrides the shadow verdict to exercise
-  the live stages; in production you would not); a human approves full and it Completes.
+  the live stages; in production you would not), for a no-harm candidate (focal with gamma=0,
+  alpha=0.5, i.e. half the logistic loss); a human approves full and it Completes.
 - live desk B: the same no-shadow plan on the same market; mid-canary the simulator's fault turns
   the candidate's expectancy negative and the operator rolls back.
 
@@ -59,6 +60,12 @@ from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.status import TERMINAL_PHASES
 
 CANDIDATE = "focal:gamma=2,alpha=0.25"
+# Focal loss with gamma=0, alpha=0.5 is half the logistic loss: a change that should do no harm, so the
+# approval path is shown on a candidate that live trading can honestly find no worse than the baseline.
+NO_HARM_CANDIDATE = "focal:gamma=0,alpha=0.5"
+# Live desks judge the absolute-expectancy trigger over a longer window and only after enough trades:
+# seconds-long windows of a handful of trades are noise for the baseline itself.
+LIVE_TRIGGER = {"window": "30s", "minSamples": 15}
 ALERT_RULES = REPO_ROOT / "charts" / "modelrollout" / "files" / "alert-rules.yaml"
 BIN = Path(sys.executable).parent
 FAULT_SYMBOL = "BTCUSDC"
@@ -88,6 +95,7 @@ class DeskPlan:
     seed: int
     ending: str  # "evidence": the shadow gate judges the sweep; "promote": a human approves full;
     #              "fault": the simulator breaks the canary
+    candidate: str = CANDIDATE
 
     @property
     def live_only(self) -> bool:
@@ -97,7 +105,8 @@ class DeskPlan:
 
 # Desk B trades the same market (seed) with the same models as desk A, under its own registered names.
 DESKS = (DeskPlan("focal-loss-evidence", "desk-evidence", "momentum", seed=0, ending="evidence"),
-         DeskPlan("focal-loss-approve", "desk-approve", "meanrev", seed=1, ending="promote"),
+         DeskPlan("focal-loss-approve", "desk-approve", "meanrev", seed=1, ending="promote",
+                  candidate=NO_HARM_CANDIDATE),
          DeskPlan("focal-loss-rollback", "desk-rollback", "meanrev-b", seed=1, ending="fault"))
 WANTED_PHASE = {"evidence": "NotPromoted", "promote": "Completed", "fault": "RolledBack"}
 # Short demo windows make these comparisons noise-dominated; the demo manifest loosens them (printed).
@@ -154,11 +163,11 @@ def train_desk(clock: Clock, desk: Desk, mlflow_url: str, sizes: Sizes, out: Pat
     run_cli(clock, ["model-runtime", "train", *common, "--experiment", f"training-{plan.strategy}",
                     "--loss", BASELINE], logs / f"train-{plan.strategy}-baseline.log")
     run_cli(clock, ["model-runtime", "train", *common, "--experiment", f"training-{plan.strategy}",
-                    "--loss", CANDIDATE], logs / f"train-{plan.strategy}-focal.log")
+                    "--loss", plan.candidate], logs / f"train-{plan.strategy}-focal.log")
     if plan.live_only:
         return
     run_cli(clock, ["model-runtime", "sweep", *common, "--experiment", desk.scenario.stack.sweep_experiment,
-                    "--loss", CANDIDATE, "--folds", str(sizes.folds)], logs / f"sweep-{plan.strategy}.log")
+                    "--loss", plan.candidate, "--folds", str(sizes.folds)], logs / f"sweep-{plan.strategy}.log")
 
 
 def start_model_server(stack: ExitStack, name: str, plan: DeskPlan, mlflow_url: str, config_dir: Path,
@@ -213,6 +222,13 @@ def demo_changes(plan: DeskPlan, spec: dict[str, Any], changes: list[str]) -> No
         return
     spec["stages"] = spec["stages"][1:]
     changes.append("shadow stage dropped")
+    if plan.candidate != spec["change"]["candidate"]:
+        spec["change"]["candidate"] = plan.candidate
+        changes.append(f"candidate {plan.candidate} (half the logistic loss: a no-harm change)")
+    for stage in spec["stages"]:
+        for trigger in stage["rollbackTriggers"]:
+            trigger.update(LIVE_TRIGGER)
+    changes.append(f"rollback trigger over {LIVE_TRIGGER['window']} once {LIVE_TRIGGER['minSamples']} trades")
     for stage in spec["stages"]:
         for gate in stage["gates"]:
             if gate["name"] in DEMO_TOLERANCE:

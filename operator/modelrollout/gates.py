@@ -76,8 +76,9 @@ def gate_queries(gate: Gate, symbols: Sequence[str]) -> dict[str, str]:
             raise ValueError(f"comparison gate {gate.name}: stddevQuery and countQuery go together")
         # The confidence interval is the baseline's, so only the baseline's spread is read.
         if comparison.stddev_query is not None and comparison.count_query is not None:
-            queries["baseline_stddev"] = render(comparison.stddev_query, "baseline")
-            queries["baseline_count"] = render(comparison.count_query, "baseline")
+            for variant in ("baseline", "candidate"):
+                queries[f"{variant}_stddev"] = render(comparison.stddev_query, variant)
+                queries[f"{variant}_count"] = render(comparison.count_query, variant)
         return queries
     if gate.no_firing_alert is not None:
         names = gate.no_firing_alert.alert_names
@@ -189,7 +190,14 @@ def _evaluate_symbol(gate: Gate, symbol: str, results: Mapping[str, QueryResult]
         return measure(symbol, "Inconclusive", criterion,
                        f"candidate {candidate:g} below baseline {baseline:g} and no usable baseline "
                        f"stddev/count for {symbol}", candidate, baseline)
-    half_width = _z(comparison.confidence) * stddev / math.sqrt(count)
+    # The candidate's own uncertainty widens the band when it is known (Welch's standard error of the
+    # difference): a candidate with few trades is "not shown worse", not "worse", by a noisy mean.
+    variance = stddev ** 2 / count
+    cand_stddev, cand_count = (_value(results[f"candidate_{k}"], symbol) if f"candidate_{k}" in results else None
+                               for k in ("stddev", "count"))
+    if cand_stddev is not None and cand_count is not None and cand_stddev >= 0 and cand_count >= 1:
+        variance += cand_stddev ** 2 / cand_count
+    half_width = _z(comparison.confidence) * math.sqrt(variance)
     low, high = baseline - half_width, baseline + half_width
     bounds = f"[{low:.6g}, {high:.6g}]"
     interval = f"{_ci(comparison.confidence)} {bounds}"

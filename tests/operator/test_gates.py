@@ -88,7 +88,8 @@ def test_render_refuses_a_variant_placeholder_without_a_valid_variant(variant: s
 
 def test_comparison_queries_one_per_role_covering_all_symbols() -> None:
     queries = gate_queries(EXPECTANCY, TWO)
-    assert set(queries) == {"candidate", "baseline", "baseline_stddev", "baseline_count"}
+    assert set(queries) == {"candidate", "baseline", "baseline_stddev", "baseline_count", "candidate_stddev",
+                            "candidate_count"}
     assert queries["candidate"] == ('avg_over_time(expectancy_net_realized{symbol=~"BTCUSDC|ETHUSDC",'
                                     'variant="candidate"}[7d])')
     assert 'variant="baseline"' in queries["baseline"]
@@ -361,7 +362,8 @@ def test_property_missing_candidate_or_baseline_never_passes_a_comparison(
         missing: float | None, other: float, missing_side: str, sd: float | None, n: float | None, g: Gate) -> None:
     sides = {"candidate": other, "baseline": other, missing_side: missing}
     results = {role: as_result(value) for role, value in
-               {**sides, "baseline_stddev": sd, "baseline_count": n}.items()}
+               {**sides, "baseline_stddev": sd, "baseline_count": n, "candidate_stddev": sd,
+                "candidate_count": n}.items()}
     [m] = evaluate_gate(g, ["BTCUSDC"], {role: results[role] for role in gate_queries(g, ["BTCUSDC"])}, NOW)
     assert m.verdict == "Inconclusive"
 
@@ -391,3 +393,14 @@ def test_property_only_valid_symbols_enter_promql(symbol: str) -> None:
         assert not re.fullmatch(SYMBOL_PATTERN, symbol)
     else:
         assert re.fullmatch(SYMBOL_PATTERN, symbol) and query == f'x{{symbol=~"{symbol}"}}'
+
+
+def test_the_candidates_own_uncertainty_widens_the_band() -> None:
+    """Welch: a candidate mean from few trades is 'not shown worse', a precise one is 'worse'."""
+    gate = next(g for g in CANARY.gates if g.comparison is not None and g.comparison.stddev_query)
+    base = {"baseline": ok(BTCUSDC=1.0), "baseline_stddev": ok(BTCUSDC=1.0), "baseline_count": ok(BTCUSDC=400)}
+    precise = {**base, "candidate": ok(BTCUSDC=0.7), "candidate_stddev": ok(BTCUSDC=1.0),
+               "candidate_count": ok(BTCUSDC=400)}
+    noisy = {**precise, "candidate_count": ok(BTCUSDC=10)}
+    assert evaluate_gate(gate, ["BTCUSDC"], precise, NOW)[0].verdict == "Fail"
+    assert evaluate_gate(gate, ["BTCUSDC"], noisy, NOW)[0].verdict == "Pass"
