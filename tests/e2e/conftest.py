@@ -11,9 +11,7 @@ import pytest
 from devstack.controlplane import ControlPlane
 from devstack.mlflow import MlflowServer
 from devstack.prometheus import PrometheusServer
-from devstack.scenario import SYMBOLS, Scenario, healthy_series, open_scenario
-
-__all__ = ["SYMBOLS", "Scenario", "healthy_series"]  # what the e2e tests import from here
+from devstack.scenario import Scenario, open_scenario
 
 
 @pytest.fixture

@@ -8,10 +8,10 @@ import signal
 from collections import Counter
 
 import pytest
-from conftest import SYMBOLS, Scenario, healthy_series
 
 from devstack.operator import start_operator
 from devstack.process import Server
+from devstack.scenario import SYMBOLS, Scenario, healthy_series
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
