@@ -4,7 +4,9 @@
   market, so the shadow gate ends it NotPromoted and nothing live is touched.
 - live desk A: the plan without its shadow stage (the owner overrides the shadow verdict to exercise
   the live stages; in production you would not), for a no-harm candidate (focal with gamma=0,
-  alpha=0.5, i.e. half the logistic loss); a human approves full and it Completes.
+  alpha=0.5, i.e. half the logistic loss); when live trading finds it no worse than the baseline, a
+  human approves full and it Completes (so far the canary's expectancy gate has rolled it back: the
+  simulator's live candidate trades worse than the paper baseline even for this model; open issue).
 - live desk B: the same no-shadow plan on the same market; mid-canary the simulator's fault turns
   the candidate's expectancy negative and the operator rolls back.
 
