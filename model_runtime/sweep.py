@@ -10,16 +10,15 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_runtime.config import LossSpec, Symbols, TrackingUri
+from model_runtime.config import LossSpec
 from model_runtime.datasource import load_symbol_frames
+from model_runtime.job import JobSettings
 from model_runtime.tracking import connect, experiment_id, log_metrics_run
-from model_runtime.training import BoosterParams, SplitSpec, fit_fold, time_splits, to_dataset
+from model_runtime.training import SplitSpec, fit_fold, time_splits, to_dataset
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +26,10 @@ SWEEP_METRICS = ("f1_buy", "ece_hold", "expectancy_net", "auc", "log_loss", "sha
                  "threshold", "trades", "ece_hold_uncalibrated", "buy_rate_hold")
 
 
-class SweepSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="MODEL_RUNTIME_", frozen=True)
-
-    tracking_uri: TrackingUri
-    symbols: Symbols
-    strategy: str = "default"
+class SweepSettings(JobSettings):
     experiment: str = "focal-loss-sweep"
     baseline_loss: str = "binary:logistic"
     loss: str = Field(default="focal:gamma=2,alpha=0.25", description="the candidate's loss")
-    data: Path | None = None
-    rows: int = 20_000
-    seed: int = 0
-    booster: BoosterParams = BoosterParams()
     folds: int = Field(default=13, ge=1)
     validation: float = 0.15
     holdout: float = 0.5

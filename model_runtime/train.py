@@ -6,32 +6,21 @@ import logging
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_runtime.batch_metrics import TrainerMetrics
-from model_runtime.config import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
+from model_runtime.config import LossFlags, LossSpec, current_flag_values
 from model_runtime.datasource import load_symbol_frames
+from model_runtime.job import JobSettings
 from model_runtime.tracking import Naming, log_trained_model
-from model_runtime.training import BoosterParams, SplitSpec, fit_fold, time_splits, to_dataset
+from model_runtime.training import SplitSpec, fit_fold, time_splits, to_dataset
 
 log = logging.getLogger(__name__)
 
 
-class TrainSettings(BaseSettings):
-    """CLI flags, with MODEL_RUNTIME_* environment variables as fallbacks."""
-
-    model_config = SettingsConfigDict(env_prefix="MODEL_RUNTIME_", frozen=True)
-
-    tracking_uri: TrackingUri
-    symbols: Symbols
-    strategy: str = "default"
+class TrainSettings(JobSettings):
     experiment: str = "model-runtime-train"
     loss: str | None = Field(default=None, description="else CVN_LOSS_FUNCTION[__SYMBOL]")
     alias: str | None = Field(default=None, description="else candidate for focal, champion for logistic")
-    data: Path | None = None
-    rows: int = 20_000
-    seed: int = 0
-    booster: BoosterParams = BoosterParams()
     split: SplitSpec = SplitSpec()
     naming: Naming = Naming()
     pushgateway: str | None = None
