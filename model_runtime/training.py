@@ -34,6 +34,7 @@ class BoosterParams(BaseModel):
     eta: float = Field(default=0.1, gt=0.0)
     nthread: int = Field(default=2, ge=1)
     min_child_weight: float = Field(default=1.0, ge=0.0, description="as for binary:logistic; rescaled for focal")
+    reg_lambda: float = Field(default=1.0, ge=0.0, description="L2 leaf penalty as for binary:logistic; rescaled for focal")
     focal_max_delta_step: float = Field(default=1.0, gt=0.0)
     seed: int = 0
 
@@ -102,25 +103,28 @@ def booster_params(loss: LossSpec, params: BoosterParams, base_rate: float) -> d
 
     A custom objective gets no intercept estimate, so `base_score` is the base-rate logit (a margin,
     because the booster then has an identity link). Focal Hessians are roughly 10x smaller than
-    logistic ones at the base rate, so `min_child_weight` is rescaled by that ratio: a leaf then needs
-    about as many rows as under binary:logistic instead of ten times more. `max_delta_step` bounds the
-    Newton step of leaves whose Hessian sits on the floor (confidently wrong rows, where the true focal
-    Hessian is negative) so they move by at most that many logits per round.
+    logistic ones at the base rate, so `min_child_weight` and the L2 penalty `lambda` (both in Hessian
+    units) are rescaled by that ratio: a leaf then needs about as many rows, and is shrunk about as much,
+    as under binary:logistic. With gamma = 0, alpha = 0.5 (half the logistic loss) the ratio is exactly
+    1/2 and the booster is the logistic one. For gamma > 0, `max_delta_step` bounds the Newton step of
+    leaves whose Hessian sits on the floor (confidently wrong rows, where the true focal Hessian is
+    negative) so they move by at most that many logits per round; at gamma = 0 there is no such region.
     """
     common = {"tree_method": "hist", "max_depth": params.max_depth, "eta": params.eta,
               "nthread": params.nthread, "seed": params.seed}
     if not loss.is_focal:
         return {**common, "objective": "binary:logistic", "eval_metric": "logloss",
-                "base_score": base_rate, "min_child_weight": params.min_child_weight}
+                "base_score": base_rate, "min_child_weight": params.min_child_weight, "lambda": params.reg_lambda}
     z0 = float(logit(base_rate))
     grid = np.array([z0, z0])
     labels = np.array([1.0, 0.0])
     _, focal_h = focal_grad_hess(grid, labels, gamma=loss.gamma, alpha=loss.alpha)
     focal_mean = base_rate * focal_h[0] + (1 - base_rate) * focal_h[1]
     logistic_mean = base_rate * (1 - base_rate)
-    return {**common, "base_score": z0, "disable_default_eval_metric": 1,
-            "min_child_weight": params.min_child_weight * focal_mean / logistic_mean,
-            "max_delta_step": params.focal_max_delta_step}
+    ratio = focal_mean / logistic_mean
+    focal = {**common, "base_score": z0, "disable_default_eval_metric": 1,
+             "min_child_weight": params.min_child_weight * ratio, "lambda": params.reg_lambda * ratio}
+    return {**focal, "max_delta_step": params.focal_max_delta_step} if loss.gamma > 0 else focal
 
 
 def train_booster(x: np.ndarray, y: np.ndarray, loss: LossSpec, params: BoosterParams,

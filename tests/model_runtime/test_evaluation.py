@@ -15,7 +15,8 @@ from model_runtime.evaluation import (
     sharpness,
 )
 from model_runtime.synthetic import feature_names, generate_market
-from model_runtime.training import SplitSpec, time_splits
+from model_runtime.config import LossSpec
+from model_runtime.training import BoosterParams, SplitSpec, booster_params, fit_fold, margins, time_splits, to_dataset
 
 RNG = np.random.default_rng(7)
 
@@ -80,3 +81,19 @@ def test_synthetic_market_is_imbalanced_autocorrelated_and_reproducible():
     assert not frame.equals(generate_market("ETHUSDC", rows=30_000))
     close = frame["close"].to_numpy()
     np.testing.assert_allclose(np.log(close[12:] / close[:-12]), frame["fwd_return"].to_numpy()[:-12], atol=1e-12)
+
+
+def test_focal_gamma_zero_alpha_half_trains_the_logistic_model():
+    """Half the logistic loss with the Hessian-unit parameters halved is the same booster: the custom-objective
+    path (intercept, min_child_weight and lambda rescaling) adds nothing of its own."""
+    frame = generate_market("BTCUSDC", rows=3000, seed=4)
+    data = to_dataset(frame)
+    fold = time_splits(len(data.y), SplitSpec())[-1]
+    params = BoosterParams(rounds=20, nthread=1)
+    logistic, focal = (fit_fold(data, fold, LossSpec.parse(loss), params)
+                       for loss in ("binary:logistic", "focal:gamma=0,alpha=0.5"))
+    x = data.x[fold.holdout]
+    np.testing.assert_allclose(margins(focal.booster, x), margins(logistic.booster, x), atol=1e-4)
+    assert focal.metrics["threshold"] == pytest.approx(logistic.metrics["threshold"], abs=1e-6)
+    assert booster_params(LossSpec.parse("focal:gamma=0,alpha=0.5"), params, 0.1)["lambda"] == pytest.approx(0.5)
+    assert "max_delta_step" in booster_params(LossSpec.parse("focal:gamma=2,alpha=0.25"), params, 0.1)
