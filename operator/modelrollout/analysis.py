@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 from typing import TypeVar
 
 from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_count_query, trigger_query
@@ -37,10 +38,16 @@ def measure_stage(
     prometheus: PrometheusProvider,
     sweep_evidence: Callable[[str], SweepEvidence],
     now: datetime,
+    stage_started_at: datetime | None = None,
 ) -> tuple[list[Measurement], list[Measurement]]:
-    """(gate measurements, trigger measurements) for the stage's symbols, one per symbol each."""
+    """(gate measurements, trigger measurements) for the stage's symbols, one per symbol each.
+
+    `stage_started_at` (of the rollout's current stage) cuts gate windows and holds triggers
+    within their `initialDelay`; None leaves both as written.
+    """
     symbols = spec.stage_symbols(stage)
-    gate_plans = [_rendered(gate_queries, gate, symbols) for gate in stage.gates]
+    stage_ran = None if stage_started_at is None else max(now - stage_started_at, timedelta(0))
+    gate_plans = [_rendered(partial(gate_queries, stage_ran=stage_ran), gate, symbols) for gate in stage.gates]
     trigger_plans = [_rendered(_trigger_queries, trigger, symbols) for trigger in stage.rollback_triggers]
     answers = _run_once(prometheus, [query for plan in gate_plans if isinstance(plan, dict) for query in plan.values()]
                         + [query for plan in trigger_plans if isinstance(plan, tuple) for query in plan if query])
@@ -60,7 +67,8 @@ def measure_stage(
             triggers += _invalid(trigger.name, "rollbackTrigger", symbols, plan, now)
         else:
             value, count = plan
-            triggers += evaluate_trigger(trigger, symbols, answers[value], now, answers[count] if count else None)
+            triggers += evaluate_trigger(trigger, symbols, answers[value], now, answers[count] if count else None,
+                                         stage_ran)
     return gates, triggers
 
 

@@ -159,7 +159,8 @@ class Controller:
         if stages:
             prometheus = prometheus_for(spec, self._token(namespace, spec))
             for stage, want_gates, want_triggers in stages:
-                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now)
+                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now,
+                                                                   status.stage_started_at)
                 gates += measured_gates if want_gates else []
                 triggers += measured_triggers if want_triggers else []
         if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):

@@ -13,12 +13,12 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from scipy.stats import norm
 
 from modelrollout.observation import QueryResult
-from modelrollout.spec import DURATION_PATTERN, SYMBOL_PATTERN, Comparator, Gate, RollbackTrigger
+from modelrollout.spec import DURATION_PATTERN, SYMBOL_PATTERN, Comparator, Gate, RollbackTrigger, parse_duration
 from modelrollout.status import Measurement, Verdict
 
 PLACEHOLDERS = ("symbols", "window", "variant")
@@ -56,10 +56,27 @@ def render_query(template: str, *, symbols: Sequence[str], window: str, variant:
             .replace("{variant}", variant or ""))
 
 
-def gate_queries(gate: Gate, symbols: Sequence[str]) -> dict[str, str]:
-    """The gate's PromQL by role; sweep gates have none (modelrollout.sweep_stats reads MLflow)."""
+def stage_window(window: str, stage_ran: timedelta | None) -> str:
+    """`window`, cut to the whole seconds the stage has run (at least 1s); None: not cut.
+
+    A 7d comparison in the canary's first hour would otherwise set the candidate's hour against
+    the baseline's week, and outcomes that swing with the market differ between the two for that
+    reason alone.
+    """
+    if stage_ran is None or parse_duration(window) <= stage_ran:
+        return window
+    return f"{max(1, int(stage_ran.total_seconds()))}s"
+
+
+def gate_queries(gate: Gate, symbols: Sequence[str], stage_ran: timedelta | None = None) -> dict[str, str]:
+    """The gate's PromQL by role; sweep gates have none (modelrollout.sweep_stats reads MLflow).
+
+    `stage_ran`: how long the stage has run; the gate's window is cut to it (`stage_window`).
+    """
+    window = stage_window(gate.window, stage_ran)
+
     def render(template: str, variant: str | None = None) -> str:
-        return render_query(template, symbols=symbols, window=gate.window, variant=variant)
+        return render_query(template, symbols=symbols, window=window, variant=variant)
 
     if gate.threshold is not None:
         return {"value": render(gate.threshold.query)}
@@ -114,17 +131,23 @@ def trigger_count_query(trigger: RollbackTrigger, symbols: Sequence[str]) -> str
 
 
 def evaluate_trigger(trigger: RollbackTrigger, symbols: Sequence[str], result: QueryResult,
-                     now: datetime, count: QueryResult | None = None) -> list[Measurement]:
+                     now: datetime, count: QueryResult | None = None,
+                     stage_ran: timedelta | None = None) -> list[Measurement]:
     """Per symbol: "Fail" means BREACHED (roll back), "Pass" not breached, else no verdict.
 
-    A symbol with fewer than `minSamples` (per `count`) is not judged yet: Inconclusive.
+    A symbol with fewer than `minSamples` (per `count`) is not judged yet, and no symbol is
+    before the stage has run `initialDelay` (`stage_ran`; None: unknown, judged): Inconclusive.
     """
     criterion = f"breach if {trigger.op} {trigger.value:g} over {trigger.window}" + (
-        f" with >= {trigger.min_samples} samples" if trigger.min_samples else "")
+        f" with >= {trigger.min_samples} samples" if trigger.min_samples else "") + (
+        f" after {trigger.initial_delay}" if trigger.initial_delay else "")
     measure = _measurer(trigger.name, "rollbackTrigger", now)
     errors = [r.error for r in (result, count) if r is not None and r.error]
     if errors:
         return [measure(symbol, "Error", criterion, errors[0]) for symbol in symbols]
+    if trigger.initial_delay and stage_ran is not None and stage_ran < parse_duration(trigger.initial_delay):
+        return [measure(symbol, "Inconclusive", criterion, f"stage has run {int(stage_ran.total_seconds())}s: "
+                        f"not judged before {trigger.initial_delay}", _value(result, symbol)) for symbol in symbols]
     measurements = []
     for symbol in symbols:
         value = _value(result, symbol)

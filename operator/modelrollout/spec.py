@@ -237,7 +237,9 @@ class Gate(SpecModel):
     """One promotion criterion. `kind` names the one sub-object that configures it.
 
     Queries are templates: {symbols} (regex alternation of the stage's symbols), {variant}
-    and {window} are filled in; every series must carry a `symbol` label.
+    and {window} are filled in; every series must carry a `symbol` label. {window} is the
+    gate's window, cut to the time the stage has run: a gate judges what happened in its
+    stage, and candidate and baseline are measured over the same interval.
     """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
@@ -268,7 +270,9 @@ class RollbackTrigger(SpecModel):
     """Rolls back as soon as any symbol's value of `query` satisfies `op value` (the breach).
 
     With `minSamples`, a symbol is judged only once `countQuery` reaches it: a handful of
-    early trades is noise, not a breach (until then the trigger reads Inconclusive).
+    early trades is noise, not a breach (until then the trigger reads Inconclusive). With
+    `initialDelay` (Argo Rollouts' name), no symbol is judged before the stage has run that
+    long: outcomes that swing with the market need a span of time, not only a count.
     """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
@@ -282,6 +286,7 @@ class RollbackTrigger(SpecModel):
     window: Duration
     count_query: PromQL | None = None
     min_samples: int = Field(default=0, ge=0)
+    initial_delay: Duration | None = Field(default=None, description="Not judged before the stage has run this long.")
 
     @model_validator(mode="after")
     def _samples(self) -> RollbackTrigger:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ from modelrollout.gates import (
     evaluate_trigger,
     gate_queries,
     render_query,
+    stage_window,
     trigger_count_query,
     trigger_query,
 )
@@ -95,6 +96,16 @@ def test_comparison_queries_one_per_role_covering_all_symbols() -> None:
     assert 'variant="baseline"' in queries["baseline"]
     assert queries["baseline_count"].startswith("max_over_time(n_trades{")
     assert all("BTCUSDC|ETHUSDC" in q for q in queries.values())
+
+
+def test_gate_windows_are_cut_to_the_time_the_stage_has_run() -> None:
+    assert stage_window("7d", None) == "7d"
+    assert stage_window("7d", timedelta(hours=3, seconds=0.6)) == "10800s"
+    assert stage_window("7d", timedelta(days=9)) == "7d"
+    assert stage_window("30s", timedelta(0)) == "1s"  # never an empty range
+    queries = gate_queries(EXPECTANCY, TWO, stage_ran=timedelta(hours=1))
+    assert all("[3600s]" in q and "[7d]" not in q for q in queries.values())  # both variants, same interval
+    assert "[7d]" in gate_queries(TRADES, TWO, stage_ran=timedelta(days=8))["value"]
 
 
 def test_comparison_without_spread_queries_has_two_roles() -> None:
@@ -324,6 +335,18 @@ def test_trigger_does_not_judge_a_symbol_before_its_minimum_samples() -> None:
     assert "not judged before 20" in measurements[0].message
     [m] = evaluate_trigger(TRIGGER, ["BTCUSDC"], ok(BTCUSDC=-5.0), NOW, QueryResult(query="c", error="timeout"))
     assert m.verdict == "Error"
+
+
+def test_trigger_does_not_judge_before_its_initial_delay() -> None:
+    delayed = TRIGGER.model_copy(update={"initial_delay": "6h"})
+    values, counts = ok(BTCUSDC=-5.0), ok(BTCUSDC=50)
+    [early] = evaluate_trigger(delayed, ["BTCUSDC"], values, NOW, counts, stage_ran=timedelta(hours=5))
+    assert early.verdict == "Inconclusive" and "not judged before 6h" in early.message and early.value == -5.0
+    assert early.threshold.endswith("after 6h")
+    [late] = evaluate_trigger(delayed, ["BTCUSDC"], values, NOW, counts, stage_ran=timedelta(hours=6))
+    assert late.verdict == "Fail"
+    [unknown] = evaluate_trigger(delayed, ["BTCUSDC"], values, NOW, counts)  # no stage clock: judged
+    assert unknown.verdict == "Fail"
 
 
 def test_trigger_error_is_error() -> None:
