@@ -15,7 +15,8 @@ Table `trades` (one row per position; create it with `create_journal`):
     predicted_buy  boolean, null            the model's buy call that opened the position
     actual_buy     boolean, null            the realised buy label, once the outcome is known
 
-Statistics are per (symbol, variant) over closed trades only. A statistic that the data does
+Statistics are per (symbol, variant) over closed trades only: `OutcomeStats` over a window, and
+`OutcomeTotals`, running sums that only grow (Prometheus counters). A statistic that the data does
 not define (a standard deviation of one trade, a Sortino ratio without a losing trade, an F1
 without a single buy call or buy outcome) is None, never a made-up number.
 """
@@ -71,6 +72,8 @@ class ClosedTrade:
     pnl_net: float
     predicted_buy: bool | None = None
     actual_buy: bool | None = None
+    id: int | None = None
+    """The journal row's id once read back (None before it is written)."""
 
     @property
     def key(self) -> SeriesKey:
@@ -96,6 +99,29 @@ class OutcomeStats:
     """Mean net PnL over the downside deviation (target 0); None without a losing trade."""
     f1_buy: float | None
     """F1 of the buy class over trades whose outcome is known; None where undefined."""
+
+
+@dataclass(frozen=True)
+class OutcomeTotals:
+    """Running sums of one series' net PnL, each non-decreasing so it can be a Prometheus counter.
+
+    Any window's mean, standard deviation and Sortino ratio follow from their increases:
+    mean = (profit - loss) / trades, variance = (squared - trades * mean^2) / (trades - 1),
+    downside deviation = sqrt(loss_squared / trades).
+    """
+
+    trades: int = 0
+    profit: float = 0.0
+    """Sum of the PnL of winning trades."""
+    loss: float = 0.0
+    """Sum of -PnL of losing trades (positive)."""
+    squared: float = 0.0
+    loss_squared: float = 0.0
+
+    def plus(self, pnl: float) -> OutcomeTotals:
+        return OutcomeTotals(trades=self.trades + 1, profit=self.profit + max(pnl, 0.0),
+                             loss=self.loss + max(-pnl, 0.0), squared=self.squared + pnl * pnl,
+                             loss_squared=self.loss_squared + min(pnl, 0.0) ** 2)
 
 
 def create_journal(engine: sa.Engine) -> None:
@@ -124,7 +150,7 @@ def read_closed_since(engine: sa.Engine, since: datetime, now: datetime) -> list
     rather than an exception that blinds every series.
     """
     raw = [sa.type_coerce(column, sa.types.NullType()).label(column.name) for column in TRADES.c if column.name != "id"]
-    query = sa.select(*raw).where(TRADES.c.closed_at.is_not(None), TRADES.c.closed_at >= _utc(since))
+    query = sa.select(TRADES.c.id, *raw).where(TRADES.c.closed_at.is_not(None), TRADES.c.closed_at >= _utc(since))
     with engine.connect() as connection:
         return [validate_row(row._mapping, now) for row in connection.execute(query)]
 
@@ -151,8 +177,10 @@ def validate_row(row: Mapping[str, Any], now: datetime) -> ClosedTrade | Malform
         predicted, actual = _flag(row.get("predicted_buy")), _flag(row.get("actual_buy"))
     except ValueError as error:
         return MalformedRow(key, str(error))
+    row_id = row.get("id")
     return ClosedTrade(symbol=symbol, variant=variant, opened_at=opened_at, closed_at=closed_at, side=side,
-                       pnl_net=float(pnl), predicted_buy=predicted, actual_buy=actual)
+                       pnl_net=float(pnl), predicted_buy=predicted, actual_buy=actual,
+                       id=row_id if isinstance(row_id, int) else None)
 
 
 def outcome_stats(

@@ -10,6 +10,20 @@ per symbol and variant, on /metrics:
     sortino_ratio             mean over downside deviation (needs a losing trade)
     live_f1_buy               F1 of the buy class, once outcomes are known
 
+and counters of the trades closed since it started, each trade counted once however many
+windows see it (`OutcomeTotals`), from which PromQL gets any window's per-trade statistics:
+
+    trades_closed_total, trade_pnl_net_profit_total, trade_pnl_net_loss_total,
+    trade_pnl_net_squared_total, trade_pnl_net_loss_squared_total
+
+    expectancy over w = (increase(profit[w]) - increase(loss[w])) / increase(trades[w])
+
+A gauge averaged over time weighs every scrape alike; these weigh every trade alike, over
+exactly [now - w, now] for candidate and baseline. Every variant of VARIANTS starts at 0 for
+each symbol the journal has shown, so a candidate's first trades are an increase, not the
+series' first sample. A trade that reaches the journal later than `--window` after its close
+is not counted; a malformed row never is.
+
 A series that is empty, late (newest close older than `--max-staleness`) or has a malformed
 row has no sample at all, so the operator's gates go inconclusive rather than judge a made-up
 zero. A database error is logged, every outcome sample disappears until the next good read
@@ -32,11 +46,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field, field_validator
 
-from model_runtime.journal import OutcomeStats, SeriesKey, outcome_stats, read_closed_since
+from model_runtime.journal import (ClosedTrade, MalformedRow, OutcomeStats, OutcomeTotals, SeriesKey, outcome_stats,
+                                   read_closed_since)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +67,17 @@ OUTCOME_METRICS: tuple[tuple[str, str, str], ...] = (
     ("sortino_ratio", "Mean net PnL per trade over its downside deviation (target 0) in the window.", "sortino"),
     ("live_f1_buy", "F1 of the buy class over the window's trades with a known outcome.", "f1_buy"),
 )
+
+# (counter name, help, the OutcomeTotals field it exports)
+OUTCOME_COUNTERS: tuple[tuple[str, str, str], ...] = (
+    ("trades_closed", "Trades closed since the exporter started.", "trades"),
+    ("trade_pnl_net_profit", "Sum of the net PnL of winning trades closed since the exporter started.", "profit"),
+    ("trade_pnl_net_loss", "Sum of minus the net PnL of losing trades closed since the exporter started.", "loss"),
+    ("trade_pnl_net_squared", "Sum of squared net PnL of the trades closed since the exporter started.", "squared"),
+    ("trade_pnl_net_loss_squared", "Sum of squared net PnL of losing trades closed since the exporter started.",
+     "loss_squared"),
+)
+VARIANTS = ("baseline", "candidate")  # the variants a rollout compares: present from a symbol's first trade
 
 
 def parse_duration(text: str) -> timedelta:
@@ -81,6 +107,7 @@ class Snapshot:
     """What the last refresh found; the collector serves it until the next one."""
 
     stats: dict[SeriesKey, OutcomeStats] = field(default_factory=dict)
+    totals: dict[SeriesKey, OutcomeTotals] = field(default_factory=dict)
     up: bool = False
     malformed_rows: int = 0
     refreshed_at: datetime | None = None
@@ -97,6 +124,23 @@ class JournalCollector(Collector):
         self.clock = clock
         self.snapshot = Snapshot()
         self._lock = threading.Lock()
+        self.started_at = clock()
+        self._totals: dict[SeriesKey, OutcomeTotals] = {}
+        self._counted: dict[int, datetime] = {}  # ids of counted trades still inside the window
+
+    def _count(self, rows: list[ClosedTrade | MalformedRow], now: datetime) -> dict[SeriesKey, OutcomeTotals]:
+        """Add the trades not counted yet (closed since start) to the running totals."""
+        for row in rows:
+            if isinstance(row, MalformedRow) or row.id is None:
+                continue
+            for variant in VARIANTS:
+                self._totals.setdefault((row.symbol, variant), OutcomeTotals())
+            if row.id not in self._counted and row.closed_at >= self.started_at:
+                self._counted[row.id] = row.closed_at
+                self._totals[row.key] = self._totals.get(row.key, OutcomeTotals()).plus(row.pnl_net)
+        oldest = now - self.window
+        self._counted = {i: closed for i, closed in self._counted.items() if closed >= oldest}
+        return dict(self._totals)
 
     def refresh(self) -> Snapshot:
         now = self.clock()
@@ -106,13 +150,14 @@ class JournalCollector(Collector):
             # No URL in the message (it may carry a password); the exception says what failed.
             first_line = next(iter(str(error).splitlines()), "")
             log.error("cannot read the trade journal: %s: %s", type(error).__name__, first_line)
-            snapshot = Snapshot(up=False, refreshed_at=now)
+            snapshot = Snapshot(totals=dict(self._totals), up=False, refreshed_at=now)
         else:
             stats, malformed = outcome_stats(rows, now, self.max_staleness)
             for row in malformed:
                 log.warning("malformed journal row for %s: %s", "/".join(row.key) if row.key else "unknown series",
                             row.reason)
-            snapshot = Snapshot(stats=stats, up=True, malformed_rows=len(malformed), refreshed_at=now)
+            snapshot = Snapshot(stats=stats, totals=self._count(rows, now), up=True, malformed_rows=len(malformed),
+                                refreshed_at=now)
         with self._lock:
             self.snapshot = snapshot
         return snapshot
@@ -127,6 +172,11 @@ class JournalCollector(Collector):
                 if value is not None:
                     family.add_metric([symbol, variant], float(value))
             yield family
+        for name, help_text, attribute in OUTCOME_COUNTERS:
+            counter = CounterMetricFamily(name, help_text, labels=["symbol", "variant"])
+            for (symbol, variant), totals in sorted(snapshot.totals.items()):
+                counter.add_metric([symbol, variant], float(getattr(totals, attribute)))
+            yield counter
         yield GaugeMetricFamily("journal_exporter_up", "1 when the last read of the trade journal succeeded.",
                                 value=1.0 if snapshot.up else 0.0)
         yield GaugeMetricFamily("journal_exporter_malformed_rows",

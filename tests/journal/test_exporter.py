@@ -164,6 +164,37 @@ def http_samples(url: str, timeout: float = 30.0) -> dict:
         time.sleep(0.2)
 
 
+def test_counters_count_each_trade_once_since_start_and_survive_an_outage(engine: sa.Engine) -> None:
+    create_journal(engine)
+    clock = [NOW]
+    collector = JournalCollector(engine, parse_duration("1h"), parse_duration("2h"), clock=lambda: clock[0])
+    record_trades(engine, [closed("BTCUSDC", "baseline", 9.0, timedelta(minutes=5))])  # closed before start
+    values = scrape_after_refresh(collector)
+    # the symbol is known, so both variants start at 0; the old trade is not counted
+    assert series(values, "trades_closed_total") == {("BTCUSDC", "baseline"): 0.0, ("BTCUSDC", "candidate"): 0.0}
+
+    after = NOW + timedelta(minutes=10)
+    record_trades(engine, [closed("BTCUSDC", "candidate", 4.0, timedelta(minutes=2), now=after),
+                           closed("BTCUSDC", "candidate", -2.0, timedelta(minutes=1), now=after),
+                           closed("BTCUSDC", "baseline", 1.0, timedelta(minutes=1), now=after)])
+    for minutes in (10, 11, 12):  # three refreshes see the same trades in their window
+        clock[0] = NOW + timedelta(minutes=minutes)
+        values = scrape_after_refresh(collector)
+    candidate = ("BTCUSDC", "candidate")
+    assert series(values, "trades_closed_total")[candidate] == 2.0
+    assert series(values, "trade_pnl_net_profit_total")[candidate] == 4.0
+    assert series(values, "trade_pnl_net_loss_total")[candidate] == 2.0
+    assert series(values, "trade_pnl_net_squared_total")[candidate] == 20.0
+    assert series(values, "trade_pnl_net_loss_squared_total")[candidate] == 4.0
+    assert series(values, "trades_closed_total")[("BTCUSDC", "baseline")] == 1.0
+
+    with engine.begin() as connection:
+        connection.execute(sa.text("DROP TABLE trades"))
+    values = scrape_after_refresh(collector)
+    assert values[("journal_exporter_up", ())] == 0.0
+    assert series(values, "trades_closed_total")[candidate] == 2.0  # a counter never goes back to nothing
+
+
 def test_the_command_serves_metrics_and_outlives_database_errors(journal_url: str, tmp_path: Path) -> None:
     """The real process: `python -m model_runtime.journal_exporter`, scraped over HTTP."""
     engine = sa.create_engine(journal_url)
