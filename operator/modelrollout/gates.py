@@ -201,8 +201,10 @@ def _evaluate_symbol(gate: Gate, symbol: str, results: Mapping[str, QueryResult]
     if baseline is None:
         return measure(symbol, "Inconclusive", criterion, f"no data for {symbol} (baseline)", candidate)
     sign = 1.0 if comparison.direction == "higherIsBetter" else -1.0
-    # Everything below is phrased for higherIsBetter; `sign` mirrors it for lowerIsBetter.
-    if sign * (candidate - baseline) >= -comparison.tolerance:
+    # Everything below is phrased for higherIsBetter; `sign` mirrors it for lowerIsBetter. Values equal
+    # but for float rounding are equal: the same trades summed from different running totals differ
+    # in their last bits.
+    if sign * (candidate - baseline) >= -comparison.tolerance or math.isclose(candidate, baseline, rel_tol=1e-9):
         return measure(symbol, "Pass", criterion,
                        f"candidate {candidate:g} vs baseline {baseline:g}", candidate, baseline)
     if "baseline_stddev" not in results:

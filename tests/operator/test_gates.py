@@ -209,6 +209,18 @@ def test_comparison_higher_is_better_passes_at_or_above_baseline() -> None:
     assert m.threshold == ">= baseline or within CI95"
 
 
+def test_comparison_takes_values_equal_but_for_float_rounding_as_equal() -> None:
+    no_spread = EXPECTANCY.model_copy(update={"comparison": EXPECTANCY.comparison.model_copy(
+        update={"stddev_query": None, "count_query": None})})
+    equal = 1.7219231
+    rounded = equal * (1 - 1e-13)  # the same trades, summed from different running totals
+    [m] = evaluate_gate(no_spread, ["BTCUSDC"], {"candidate": ok(BTCUSDC=rounded), "baseline": ok(BTCUSDC=equal)}, NOW)
+    assert m.verdict == "Pass"
+    [m] = evaluate_gate(no_spread, ["BTCUSDC"], {"candidate": ok(BTCUSDC=equal * (1 - 1e-6)),
+                                                 "baseline": ok(BTCUSDC=equal)}, NOW)
+    assert m.verdict == "Fail"
+
+
 def test_comparison_passes_within_the_baselines_ci() -> None:
     # half width = 1.959964 * 0.01 / sqrt(100) = 0.00196
     [m] = evaluate_gate(EXPECTANCY, ["BTCUSDC"], comparison_results(0.0101, 0.012, 0.01, 100), NOW)
