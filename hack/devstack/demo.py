@@ -4,9 +4,8 @@
   market, so the shadow gate ends it NotPromoted and nothing live is touched.
 - live desk A: the plan without its shadow stage (the owner overrides the shadow verdict to exercise
   the live stages; in production you would not), for a no-harm candidate (focal with gamma=0,
-  alpha=0.5, i.e. half the logistic loss); when live trading finds it no worse than the baseline, a
-  human approves full and it Completes (so far the canary's expectancy gate has rolled it back: the
-  simulator's live candidate trades worse than the paper baseline even for this model; open issue).
+  alpha=0.5: half the logistic loss, for which the trainer builds the logistic booster itself); live
+  trading finds it no worse than the baseline, a human approves full and it Completes.
 - live desk B: the same no-shadow plan on the same market; mid-canary the simulator's fault turns
   the candidate's expectancy negative and the operator rolls back.
 
@@ -19,6 +18,12 @@ live server's config directory every second, with the kubelet's `..data` symlink
 
 Each desk has its own Prometheus because the outcome series carry only symbol and variant labels,
 as in production where each desk's rollout reads its own Prometheus.
+
+Time is compressed: the market's one-minute bars play at 150 a second, so the plan's 48 h trigger
+window is about 20 s of demo. The live desks' gates and triggers read the journal exporter's
+counters (per-trade statistics over exactly the window, the same interval for both variants) and the
+triggers judge a stage only after 20 s (about 50 h of bars): on this market the baseline itself
+loses money over many stretches of a few hours, and those stretches are not what a trigger is for.
 
     python -m devstack.demo [--quick] [--output demo-output]    (DEMO_QUICK=1 also means --quick)
 """
@@ -62,12 +67,42 @@ from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.status import TERMINAL_PHASES
 
 CANDIDATE = "focal:gamma=2,alpha=0.25"
-# Focal loss with gamma=0, alpha=0.5 is half the logistic loss: a change that should do no harm, so the
-# approval path is shown on a candidate that live trading can honestly find no worse than the baseline.
+# Focal loss with gamma=0, alpha=0.5 is half the logistic loss and trains the logistic booster: a change
+# that does no harm, so the approval path is shown on a candidate live trading can honestly pass.
 NO_HARM_CANDIDATE = "focal:gamma=0,alpha=0.5"
-# Live desks judge the absolute-expectancy trigger over a longer window and only after enough trades:
-# seconds-long windows of a handful of trades are noise for the baseline itself.
-LIVE_TRIGGER = {"window": "30s", "minSamples": 15}
+BARS_PER_SECOND = 150.0  # one-minute bars: 48 h of market in about 20 s
+STAGE_SECONDS = 30  # canary minDuration and full watchDuration on the live desks
+# Gate windows leave out the stage's first seconds, while the ConfigMap reaches the live server.
+GATE_WINDOW = f"{STAGE_SECONDS - 5}s"
+LIVE_TRIGGER = {"window": "30s", "minSamples": 15, "initialDelay": "20s"}
+# The Sortino comparison has no spread to test against, so "no worse" needs a stated margin; the
+# no-harm candidate trades as the baseline but for a few bars at its decision threshold.
+SORTINO_TOLERANCE = 0.05
+
+
+def _growth(counter: str, variant: str) -> str:
+    """The counter's growth over the window: now minus `offset {window}`, not increase().
+
+    increase() extrapolates to the window's edges, and for a counter that was near zero at the window's
+    start (a candidate's first seconds) Prometheus cuts that extrapolation short by a different amount
+    for each counter, so their ratio is off by up to a scrape interval's share of the window (2 % in a
+    25 s window). The plain difference is exact; a reset makes the trade count negative, and the `> 0`
+    on it in `per_trade_queries` drops the sample (no data) rather than judging it.
+    """
+    series = counter + '{symbol=~"{symbols}",variant="' + variant + '"}'
+    return f"sum by (symbol) ({series} - {series} offset {{window}})"
+
+
+def per_trade_queries(variant: str) -> dict[str, str]:
+    """PromQL over the exporter's counters: each statistic per trade over exactly the window."""
+    trades = f'({_growth("trades_closed_total", variant)} > 0)'
+    pnl = f'({_growth("trade_pnl_net_profit_total", variant)} - {_growth("trade_pnl_net_loss_total", variant)})'
+    squared, loss_squared = (_growth(c, variant) for c in ("trade_pnl_net_squared_total",
+                                                            "trade_pnl_net_loss_squared_total"))
+    return {"expectancy": f"{pnl} / {trades}",
+            "stddev": f"sqrt(clamp_min(({squared} - {pnl} ^ 2 / {trades}) / ({trades} - 1), 0))",
+            "count": trades,
+            "sortino": f"{pnl} / {trades} / sqrt({loss_squared} / {trades})"}
 ALERT_RULES = REPO_ROOT / "charts" / "modelrollout" / "files" / "alert-rules.yaml"
 BIN = Path(sys.executable).parent
 FAULT_SYMBOL = "BTCUSDC"
@@ -85,8 +120,8 @@ class Sizes(BaseModel):
     fault_after: float = 8.0  # seconds of canary trading before the fault
 
 
-FULL = Sizes(rows=6000, rounds=30, rollout_timeout=420)
-QUICK = Sizes(rows=4000, rounds=20, rollout_timeout=300)
+FULL = Sizes(rows=20000, rounds=30, rollout_timeout=420)
+QUICK = Sizes(rows=12000, rounds=20, rollout_timeout=300)
 
 
 @dataclass(frozen=True)
@@ -111,8 +146,6 @@ DESKS = (DeskPlan("focal-loss-evidence", "desk-evidence", "momentum", seed=0, en
                   candidate=NO_HARM_CANDIDATE),
          DeskPlan("focal-loss-rollback", "desk-rollback", "meanrev-b", seed=1, ending="fault"))
 WANTED_PHASE = {"evidence": "NotPromoted", "promote": "Completed", "fault": "RolledBack"}
-# Short demo windows make these comparisons noise-dominated; the demo manifest loosens them (printed).
-DEMO_TOLERANCE = {"sortino-vs-baseline": 1.0, "calibration": 0.02}
 
 
 class Clock:
@@ -189,7 +222,7 @@ def start_exporter(stack: ExitStack, plan: DeskPlan, journal: Path, out: Path) -
     """The real journal exporter; a short window so the gates see the canary within seconds."""
     port = free_port()
     server = Server(name=f"exporter-{plan.strategy}", log_path=out / "logs" / f"exporter-{plan.strategy}.log", argv=[
-        str(BIN / "model-runtime"), "journal-exporter", "--db-url", f"sqlite:///{journal}", "--window", "20s",
+        str(BIN / "model-runtime"), "journal-exporter", "--db-url", f"sqlite:///{journal}", "--window", "10s",
         "--max-staleness", "10s", "--refresh-interval", "1s", "--host", "127.0.0.1", "--port", str(port)]).start()
     stack.callback(server.stop)
     server.wait_ready(lambda: http_ok(f"http://127.0.0.1:{port}/metrics"), timeout=60)
@@ -211,7 +244,7 @@ def start_desk_runtime(stack: ExitStack, clock: Clock, desk: Desk, mlflow_url: s
     engine = sa.create_engine(f"sqlite:///{journal}")
     stack.callback(engine.dispose)
     desk.trading = TradingDesk({s: Replay.after_training(f) for s, f in desk.market.items()}, live, paper, engine,
-                               DeskConfig()).start()
+                               DeskConfig(bars_per_second=BARS_PER_SECOND)).start()
     stack.callback(desk.trading.stop)
     clock.say(f"  {plan.namespace}: live server {live} (config {live_dir.relative_to(out)} mirrored from "
               f"ConfigMap {CONFIGMAP}), paper server {paper} (champion), exporter {exporter}, trading started")
@@ -227,20 +260,30 @@ def demo_changes(plan: DeskPlan, spec: dict[str, Any], changes: list[str]) -> No
     if plan.candidate != spec["change"]["candidate"]:
         spec["change"]["candidate"] = plan.candidate
         changes.append(f"candidate {plan.candidate} (half the logistic loss: a no-harm change)")
+    per_trade, candidate = per_trade_queries("{variant}"), per_trade_queries("candidate")
     for stage in spec["stages"]:
         for trigger in stage["rollbackTriggers"]:
-            trigger.update(LIVE_TRIGGER)
-    changes.append(f"rollback trigger over {LIVE_TRIGGER['window']} once {LIVE_TRIGGER['minSamples']} trades")
-    for stage in spec["stages"]:
+            trigger.update(LIVE_TRIGGER, query=candidate["expectancy"], countQuery=candidate["count"])
         for gate in stage["gates"]:
-            if gate["name"] in DEMO_TOLERANCE:
-                old = gate["comparison"].get("tolerance", 0.0)
-                gate["comparison"]["tolerance"] = DEMO_TOLERANCE[gate["name"]]
-                changes.append(f"{stage['name']}/{gate['name']} tolerance {old:g} -> {DEMO_TOLERANCE[gate['name']]:g} "
-                               "(demo loosening: short windows are noisy)")
-    if plan.ending == "fault":
-        spec["stages"][0]["minDuration"] = "60s"  # room for the fault to land mid-canary
-        changes.append("canary minDuration 60s")
+            if "window" in gate:
+                gate["window"] = GATE_WINDOW
+            if gate["name"] in ("expectancy-vs-baseline", "sortino-vs-baseline"):
+                statistic = gate["name"].split("-")[0]
+                gate["comparison"]["query"] = per_trade[statistic]
+                if "stddevQuery" in gate["comparison"]:
+                    gate["comparison"].update(stddevQuery=per_trade["stddev"], countQuery=per_trade["count"])
+            if gate["name"] == "sortino-vs-baseline":
+                gate["comparison"]["tolerance"] = SORTINO_TOLERANCE
+            elif gate["name"] == "trades":
+                gate["sampleSize"]["query"] = candidate["count"]
+    changes.append("outcome gates and triggers read the exporter's counters (per trade over exactly the window)")
+    changes.append(f"full/sortino-vs-baseline tolerance {SORTINO_TOLERANCE:g} (it has no spread to test against)")
+    changes.append(f"gate windows {GATE_WINDOW}; rollback trigger over {LIVE_TRIGGER['window']} once "
+                   f"{LIVE_TRIGGER['minSamples']} trades, judged after {LIVE_TRIGGER['initialDelay']} in a stage")
+    canary, full = spec["stages"][0], spec["stages"][1]
+    canary["minDuration"] = "60s" if plan.ending == "fault" else f"{STAGE_SECONDS}s"  # fault: room to land mid-canary
+    full["watchDuration"] = f"{STAGE_SECONDS}s"
+    changes.append(f"canary minDuration {canary['minDuration']}, full watchDuration {full['watchDuration']}")
 
 
 def progress_line(desk: Desk, status: dict[str, Any], applied_at: float) -> str:

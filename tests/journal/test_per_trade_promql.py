@@ -1,0 +1,109 @@
+"""The per-trade PromQL the demo's gates use, over the real exporter scraped by the real Prometheus:
+a candidate that trades exactly as the baseline, but only since the middle of the baseline's
+history, reads the same statistics over a window that starts two seconds after its first trade."""
+
+from __future__ import annotations
+
+import random
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client import CollectorRegistry, start_http_server
+
+from devstack.demo import per_trade_queries
+from devstack.process import free_port
+from devstack.prometheus import PrometheusServer, start_prometheus
+from model_runtime.journal import ClosedTrade, create_journal, record_trades
+from model_runtime.journal_exporter import JournalCollector
+from modelrollout.gates import render_query
+from modelrollout.prometheus_provider import PrometheusProvider
+
+pytestmark = pytest.mark.slow
+CANDIDATE_FROM = 6.0  # seconds into the run
+WINDOW = "8s"
+
+
+class Journal:
+    """A journal, its collector served on /metrics and refreshed every second, and a writer of trades."""
+
+    def __init__(self, path: Path) -> None:
+        self.engine = sa.create_engine(f"sqlite:///{path}")
+        create_journal(self.engine)
+        self.collector = JournalCollector(self.engine, timedelta(seconds=10), timedelta(seconds=10))
+        registry = CollectorRegistry()
+        registry.register(self.collector)
+        self.target = f"127.0.0.1:{free_port()}"
+        self.server, _ = start_http_server(int(self.target.rsplit(":", 1)[1]), addr="127.0.0.1", registry=registry)
+        self.stop = threading.Event()
+        self.started = time.monotonic()
+        self.written: list[ClosedTrade] = []
+
+    def refresh(self) -> None:
+        while not self.stop.is_set():
+            self.collector.refresh()
+            self.stop.wait(1.0)
+
+    def write(self) -> None:
+        rng = random.Random(7)
+        while not self.stop.is_set():
+            now = datetime.now(UTC)
+            variants = ["baseline"] + (["candidate"] if time.monotonic() - self.started > CANDIDATE_FROM else [])
+            trades = [ClosedTrade(symbol="ETHUSDC", variant=variant, opened_at=now - timedelta(seconds=1),
+                                  closed_at=now, side="long", pnl_net=pnl)
+                      # bursts and lulls, like a market: some ticks close nothing
+                      for pnl in (rng.gauss(2.0, 10.0) for _ in range(rng.choice([0, 0, 1, 8])))
+                      for variant in variants]
+            record_trades(self.engine, trades)
+            self.written += trades
+            self.stop.wait(0.25)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.engine.dispose()
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    journal = Journal(tmp_path / "journal.db")
+    threads = [threading.Thread(target=f, daemon=True) for f in (journal.refresh, journal.write)]
+    for thread in threads:
+        thread.start()
+    yield journal
+    journal.close()
+    for thread in threads:
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path, journal: Journal) -> Iterator[PrometheusServer]:
+    server = start_prometheus(tmp_path / "prometheus", [journal.target])
+    yield server
+    server.stop()
+
+
+def test_a_candidate_with_the_baselines_trades_reads_the_same_per_trade_statistics(
+        journal: Journal, prometheus: PrometheusServer) -> None:
+    time.sleep(CANDIDATE_FROM + 2.0 + float(WINDOW.removesuffix("s")) - (time.monotonic() - journal.started))
+    provider = PrometheusProvider(prometheus.url, timeout_s=5)
+    statistic = {}
+    for name in ("expectancy", "stddev", "count", "sortino"):
+        for variant in ("baseline", "candidate"):
+            query = render_query(per_trade_queries(variant)[name], symbols=["ETHUSDC"], window=WINDOW,
+                                 variant=variant)
+            result = provider.query(query)
+            assert result.error is None, result.error
+            statistic[name, variant] = result.values.get("ETHUSDC")
+    for name in ("expectancy", "stddev", "count", "sortino"):
+        assert statistic[name, "baseline"] is not None, statistic
+        assert statistic[name, "candidate"] == pytest.approx(statistic[name, "baseline"], rel=1e-9), name
+    assert statistic["count", "baseline"] == int(statistic["count", "baseline"]) > 5  # whole trades, no extrapolation
+    candidate = [t.pnl_net for t in journal.written if t.variant == "candidate"]
+    spread = statistics.stdev(candidate)  # the window's spread is of the same order as the run's
+    assert 0.3 * spread < statistic["stddev", "candidate"] < 3 * spread
