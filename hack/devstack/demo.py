@@ -75,9 +75,6 @@ STAGE_SECONDS = 30  # canary minDuration and full watchDuration on the live desk
 # Gate windows leave out the stage's first seconds, while the ConfigMap reaches the live server.
 GATE_WINDOW = f"{STAGE_SECONDS - 5}s"
 LIVE_TRIGGER = {"window": "30s", "minSamples": 15, "initialDelay": "20s"}
-# The Sortino comparison has no spread to test against, so "no worse" needs a stated margin; the
-# no-harm candidate trades as the baseline but for a few bars at its decision threshold.
-SORTINO_TOLERANCE = 0.05
 
 
 def _growth(counter: str, variant: str) -> str:
@@ -272,12 +269,9 @@ def demo_changes(plan: DeskPlan, spec: dict[str, Any], changes: list[str]) -> No
                 gate["comparison"]["query"] = per_trade[statistic]
                 if "stddevQuery" in gate["comparison"]:
                     gate["comparison"].update(stddevQuery=per_trade["stddev"], countQuery=per_trade["count"])
-            if gate["name"] == "sortino-vs-baseline":
-                gate["comparison"]["tolerance"] = SORTINO_TOLERANCE
             elif gate["name"] == "trades":
                 gate["sampleSize"]["query"] = candidate["count"]
     changes.append("outcome gates and triggers read the exporter's counters (per trade over exactly the window)")
-    changes.append(f"full/sortino-vs-baseline tolerance {SORTINO_TOLERANCE:g} (it has no spread to test against)")
     changes.append(f"gate windows {GATE_WINDOW}; rollback trigger over {LIVE_TRIGGER['window']} once "
                    f"{LIVE_TRIGGER['minSamples']} trades, judged after {LIVE_TRIGGER['initialDelay']} in a stage")
     canary, full = spec["stages"][0], spec["stages"][1]
