@@ -34,7 +34,7 @@ class BoosterParams(BaseModel):
     eta: float = Field(default=0.1, gt=0.0)
     nthread: int = Field(default=2, ge=1)
     min_child_weight: float = Field(default=1.0, ge=0.0, description="as for binary:logistic; rescaled for focal")
-    reg_lambda: float = Field(default=1.0, ge=0.0, description="L2 leaf penalty as for binary:logistic; rescaled for focal")
+    reg_lambda: float = Field(default=1.0, ge=0.0, description="L2 leaf penalty; rescaled for focal at gamma=0")
     focal_max_delta_step: float = Field(default=1.0, gt=0.0)
     seed: int = 0
 
@@ -103,12 +103,15 @@ def booster_params(loss: LossSpec, params: BoosterParams, base_rate: float) -> d
 
     A custom objective gets no intercept estimate, so `base_score` is the base-rate logit (a margin,
     because the booster then has an identity link). Focal Hessians are roughly 10x smaller than
-    logistic ones at the base rate, so `min_child_weight` and the L2 penalty `lambda` (both in Hessian
-    units) are rescaled by that ratio: a leaf then needs about as many rows, and is shrunk about as much,
-    as under binary:logistic. With gamma = 0, alpha = 0.5 (half the logistic loss) the ratio is exactly
-    1/2 and the booster is the logistic one. For gamma > 0, `max_delta_step` bounds the Newton step of
-    leaves whose Hessian sits on the floor (confidently wrong rows, where the true focal Hessian is
-    negative) so they move by at most that many logits per round; at gamma = 0 there is no such region.
+    logistic ones at the base rate, so `min_child_weight` (in Hessian units) is rescaled by that ratio:
+    a leaf then needs about as many rows as under binary:logistic instead of ten times more.
+
+    gamma = 0 is a multiple of the logistic loss (alpha = 0.5: half of it), so the L2 penalty `lambda`,
+    also in Hessian units, is rescaled too and the booster is the logistic one. For gamma > 0 `lambda`
+    stays as set, which shrinks focal leaves harder; rescaling it there measured worse on the synthetic
+    market (holdout AUC 0.641 vs 0.656, F1 0.150 vs 0.168; 15 symbol-seeds of 5000 rows), and
+    `max_delta_step` bounds the Newton step of leaves whose Hessian sits on the floor (confidently wrong
+    rows, where the true focal Hessian is negative) to that many logits per round.
     """
     common = {"tree_method": "hist", "max_depth": params.max_depth, "eta": params.eta,
               "nthread": params.nthread, "seed": params.seed}
@@ -123,8 +126,10 @@ def booster_params(loss: LossSpec, params: BoosterParams, base_rate: float) -> d
     logistic_mean = base_rate * (1 - base_rate)
     ratio = focal_mean / logistic_mean
     focal = {**common, "base_score": z0, "disable_default_eval_metric": 1,
-             "min_child_weight": params.min_child_weight * ratio, "lambda": params.reg_lambda * ratio}
-    return {**focal, "max_delta_step": params.focal_max_delta_step} if loss.gamma > 0 else focal
+             "min_child_weight": params.min_child_weight * ratio}
+    if loss.gamma == 0:
+        return {**focal, "lambda": params.reg_lambda * ratio}
+    return {**focal, "lambda": params.reg_lambda, "max_delta_step": params.focal_max_delta_step}
 
 
 def train_booster(x: np.ndarray, y: np.ndarray, loss: LossSpec, params: BoosterParams,

@@ -96,4 +96,5 @@ def test_focal_gamma_zero_alpha_half_trains_the_logistic_model():
     np.testing.assert_allclose(margins(focal.booster, x), margins(logistic.booster, x), atol=1e-4)
     assert focal.metrics["threshold"] == pytest.approx(logistic.metrics["threshold"], abs=1e-6)
     assert booster_params(LossSpec.parse("focal:gamma=0,alpha=0.5"), params, 0.1)["lambda"] == pytest.approx(0.5)
-    assert "max_delta_step" in booster_params(LossSpec.parse("focal:gamma=2,alpha=0.25"), params, 0.1)
+    focal_gamma_2 = booster_params(LossSpec.parse("focal:gamma=2,alpha=0.25"), params, 0.1)
+    assert "max_delta_step" in focal_gamma_2 and focal_gamma_2["lambda"] == 1.0
