@@ -16,7 +16,10 @@ windows see it (`OutcomeTotals`), from which PromQL gets any window's per-trade 
     trades_closed_total, trade_pnl_net_profit_total, trade_pnl_net_loss_total,
     trade_pnl_net_squared_total, trade_pnl_net_loss_squared_total
 
-    expectancy over w = (increase(profit[w]) - increase(loss[w])) / increase(trades[w])
+    expectancy over w = growth of (profit - loss) / growth of trades,  growth of c = c - c offset w
+
+(not increase(c[w]): its edge extrapolation differs per young counter and skews the ratios;
+docs/semantics.md has the details, devstack.demo.per_trade_queries the full queries).
 
 A gauge averaged over time weighs every scrape alike; these weigh every trade alike, over
 exactly [now - w, now] for candidate and baseline. Every variant of VARIANTS starts at 0 for
