@@ -4,7 +4,7 @@ A canary rollout (the fast example, analysis interval 2 s, rollback trigger wind
 held for 10 minutes so it never moves on) runs with BTCUSDC switched to the candidate. Then the
 candidate's expectancy turns negative in the SeriesFeed, and two watchers time the outcome:
 
-* t_visible: the first moment the trigger's own PromQL (rendered by `modelrollout.gates.trigger_query`
+* t_visible: the first moment the trigger's own PromQL (rendered by `modelrollout.gates.trigger_queries`
   and judged by `evaluate_trigger`) answers "breached", polled every 50 ms;
 * t_patched: the moment a Kubernetes watch on the ConfigMap sees every key at `binary:logistic`.
 
@@ -52,7 +52,7 @@ from devstack.scenario import (
     start_stack,
     wait_until,
 )
-from modelrollout.gates import evaluate_trigger, trigger_query
+from modelrollout.gates import evaluate_trigger, trigger_queries
 from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.spec import ModelRolloutSpec
 
@@ -96,11 +96,11 @@ def watch_prometheus(provider: PrometheusProvider, spec: ModelRolloutSpec, seen:
     canary = spec.stages[1]
     trigger = canary.rollback_triggers[0]
     symbols = spec.stage_symbols(canary)
-    promql = trigger_query(trigger, symbols)
+    promql = trigger_queries(trigger, symbols)["value"]
     deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
         result = provider.query(promql)
-        verdicts = evaluate_trigger(trigger, symbols, result, datetime.now(UTC))
+        verdicts = evaluate_trigger(trigger, symbols, {"value": result}, datetime.now(UTC))
         if any(m.symbol == SYMBOL and m.verdict == "Fail" for m in verdicts):
             seen.mark()
             return
@@ -159,9 +159,9 @@ def one_repetition(stack: Stack, core: kubernetes.client.CoreV1Api, namespace: s
         f"ConfigMap reverted {patched.at - visible.at:.3f}s after that")
     # Before the next repetition, the trigger must read healthy again (the feed is shared).
     trigger, symbols = spec.stages[1].rollback_triggers[0], spec.stage_symbols(spec.stages[1])
-    stack.feed.wait_for(trigger_query(trigger, symbols),
+    stack.feed.wait_for(trigger_queries(trigger, symbols)["value"],
                         lambda r: not any(m.verdict == "Fail" for m in evaluate_trigger(
-                            trigger, symbols, r, datetime.now(UTC))), timeout=30)
+                            trigger, symbols, {"value": r}, datetime.now(UTC))), timeout=30)
     return patched.at - visible.at
 
 

@@ -20,8 +20,9 @@ from kubernetes.client import ApiClient, AuthenticationV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.crd import GROUP, PLURAL, VERSION
+from modelrollout.gates import human_duration
 from modelrollout.kube import REQUEST_ANNOTATION_PREFIX
-from modelrollout.status import TERMINAL_PHASES, ModelRolloutStatus
+from modelrollout.status import TERMINAL_PHASES, Evidence, ModelRolloutStatus
 
 VERDICT_MARK = {"Pass": "✔", "Fail": "✖", "Inconclusive": "?", "Error": "!"}
 
@@ -107,9 +108,17 @@ def render(obj: dict[str, Any]) -> str:
         if rows:
             lines += ["", f"{title}:", f"  {'NAME':<24} {'SYMBOL':<9} {'VALUE':>10} {'BASELINE':>10}  {'THRESHOLD':<36} VERDICT"]
             for m in rows:
-                lines.append(f"  {m.name:<24} {m.symbol:<9} {_num(m.value):>10} {_num(m.baseline):>10}  "
+                name = f"{m.name} (dry run)" if m.dry_run else m.name
+                lines.append(f"  {name:<24} {m.symbol:<9} {_num(m.value):>10} {_num(m.baseline):>10}  "
                              f"{m.threshold[:36]:<36} {VERDICT_MARK[m.verdict]} {m.verdict}"
-                             + (f"  {m.message[:60]}" if m.verdict != "Pass" and m.message else ""))
+                             + (f"  {m.message[:60]}" if m.verdict != "Pass" and m.message and not m.evidence else ""))
+                if m.evidence is not None:
+                    lines.append(f"    {_evidence(m.evidence)}")
+    evidenced = {m.name: m.evidence for m in [*status.gates, *status.triggers] if m.evidence and m.evidence.queries}
+    if evidenced:
+        lines += ["", "Evidence queries (resolved PromQL):"]
+        for name, evidence in evidenced.items():
+            lines += [f"  {name} {role}: {query}" for role, query in evidence.queries.items()]
     if status.actions:
         lines += ["", "Actions:"]
         for action in status.actions:
@@ -126,6 +135,21 @@ def render(obj: dict[str, Any]) -> str:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _evidence(evidence: Evidence) -> str:
+    """One line: the confidence sequence against its bar, the trades, and when it can decide."""
+    trades = f"n={_num(evidence.trades)}" + (f" (baseline {_num(evidence.baseline_trades)})"
+                                             if evidence.baseline_trades is not None else "")
+    text = (f"CS{(1 - evidence.alpha) * 100:g} [{_num(evidence.lower)}, {_num(evidence.upper)}] estimate "
+            f"{_num(evidence.estimate)} vs bar {evidence.bar:g}; {trades}")
+    if evidence.more_trades is not None:
+        text += f"; ≈ {evidence.more_trades:g} more trades"
+        if evidence.more_seconds is not None:
+            text += f" (≈ {human_duration(evidence.more_seconds)} at the current rate)"
+        text += " until this can decide"
+    return text
+
 
 
 def main(argv: list[str] | None = None) -> int:
