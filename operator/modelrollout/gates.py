@@ -28,7 +28,7 @@ VARIANTS = ("candidate", "baseline")
 ALL_SYMBOLS = "*"  # the key of a series without a `symbol` label: it applies to every symbol
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ALERT_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
-_OPS: dict[Comparator, Callable[[float, float], bool]] = {
+COMPARATORS: dict[Comparator, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
 }
 
@@ -220,7 +220,7 @@ def _threshold_trigger(trigger: RollbackTrigger, symbols: Sequence[str], result:
             measurements.append(measure(symbol, "Inconclusive", criterion,
                                         f"{0 if samples is None else samples:g} samples for {symbol}: not judged "
                                         f"before {trigger.min_samples}", value))
-        elif _OPS[trigger.op](value, trigger.value):
+        elif COMPARATORS[trigger.op](value, trigger.value):
             measurements.append(measure(symbol, "Fail", criterion,
                                         f"breached: {value:g} {trigger.op} {trigger.value:g} for {symbol}", value))
         else:
@@ -252,7 +252,7 @@ def _evaluate_symbol(gate: Gate, symbol: str, results: Mapping[str, QueryResult]
             return measure(symbol, "Inconclusive", criterion,
                            f"only {value:g} of {gate.sample_size.min} samples for {symbol}", value)
         assert gate.threshold is not None
-        passed = _OPS[gate.threshold.op](value, gate.threshold.value)
+        passed = COMPARATORS[gate.threshold.op](value, gate.threshold.value)
         return measure(symbol, "Pass" if passed else "Fail", criterion,
                        f"{value:g} {'satisfies' if passed else 'violates'} {criterion}", value)
 

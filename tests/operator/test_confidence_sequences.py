@@ -21,10 +21,19 @@ from modelrollout.confidence_sequences import (
     trades_to_decide,
 )
 
-# Computed with confseq 0.0.11 (Howard & Waudby-Smith's reference implementation, built from its sdist):
-# confseq.boundaries.normal_mixture_bound(v, alpha, v_opt, alpha_opt=alpha, is_one_sided=False).
+# Computed with confseq 0.0.11 (Howard & Waudby-Smith's reference implementation, built from its sdist
+# with a current pybind11): confseq.boundaries.normal_mixture_bound(v, alpha, v_opt, alpha, False).
 CONFSEQ_TWO_SIDED = [
     # (v, alpha, v_opt, bound)
+    (1, 0.05, 140, 10.616658005510141),
+    (10, 0.05, 140, 13.342476436703661),
+    (100, 0.05, 140, 30.463992429521124),
+    (140, 0.05, 140, 35.91307709089429),
+    (1000, 0.05, 140, 101.11241901075473),
+    (100000, 0.05, 140, 1209.8319902943858),
+    (50, 0.01, 200, 26.6756512276332),
+    (500, 0.1, 20, 69.77326796007483),
+    (7, 0.2, 1000, 26.84439550687606),
 ]
 
 
