@@ -124,8 +124,8 @@ def evaluate_gate(gate: Gate, symbols: Sequence[str], results: Mapping[str, Quer
     if errors:
         return [measure(symbol, "Error", _criterion(gate), "; ".join(errors)) for symbol in symbols]
     if gate.sequential is not None:
-        return [_sequential(gate.sequential, symbol, results, measure, stage_ran, as_trigger=False)
-                for symbol in symbols]
+        return _queries_once([_sequential(gate.sequential, symbol, results, measure, stage_ran, as_trigger=False)
+                              for symbol in symbols])
     return [_evaluate_symbol(gate, symbol, results, measure) for symbol in symbols]
 
 
@@ -192,8 +192,8 @@ def evaluate_trigger(trigger: RollbackTrigger, symbols: Sequence[str], results: 
         if errors:
             return [measure(symbol, "Error", _sequential_criterion(trigger.sequential, True), "; ".join(errors))
                     for symbol in symbols]
-        return [_sequential(trigger.sequential, symbol, results, measure, stage_ran, as_trigger=True)
-                for symbol in symbols]
+        return _queries_once([_sequential(trigger.sequential, symbol, results, measure, stage_ran, as_trigger=True)
+                              for symbol in symbols])
     return _threshold_trigger(trigger, symbols, results["value"], results.get("count"), measure, stage_ran)
 
 
@@ -385,6 +385,14 @@ def _sequential(test: SequentialTest, symbol: str, results: Mapping[str, QueryRe
         text = {"better": f"shown no worse: {bounds}", "worse": f"shown worse: {bounds}",
                 "undecided": f"not decided yet: {bounds}{forecast}"}[where]
     return measure(symbol, verdict, criterion, f"{symbol} {text}", *values, evidence=evidence)
+
+
+def _queries_once(measurements: list[Measurement]) -> list[Measurement]:
+    """One query answers every symbol, so only the first symbol's evidence carries the PromQL (status stays small)."""
+    for m in measurements[1:]:
+        if m.evidence is not None:
+            m.evidence.queries = {}
+    return measurements
 
 
 def _finite(value: object) -> float | None:

@@ -213,3 +213,13 @@ def test_the_production_example_uses_sound_kinds_in_counter_form() -> None:
                                                                           stage.rollback_triggers]:
             assert test is not None and "offset {window}" in test.count_query and "_total" in test.sum_query
             assert not math.isnan(test.bar())
+
+
+def test_only_the_first_symbol_carries_the_promql_every_symbol_shares() -> None:
+    queries = gate_queries(GATE, ["BTCUSDC", "ETHUSDC"], RAN)
+    evidence = {"candidate": stats(BASE), "baseline": stats(BASE)}
+    results = {role: QueryResult(query=r.query, values={"BTCUSDC": r.values["BTCUSDC"], "ETHUSDC": r.values["BTCUSDC"]})
+               for role, r in answers(queries, evidence).items()}
+    first, second = evaluate_gate(GATE, ["BTCUSDC", "ETHUSDC"], results, NOW, RAN)
+    assert first.evidence.queries == queries and second.evidence.queries == {}  # type: ignore[union-attr]
+    assert second.evidence.lower == first.evidence.lower  # type: ignore[union-attr]
