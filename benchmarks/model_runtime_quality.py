@@ -13,9 +13,9 @@ import sys
 
 import numpy as np
 
-from model_runtime.config import LossSpec
-from model_runtime.synthetic import MarketSpec, generate_market
-from model_runtime.training import BoosterParams, SplitSpec, fit_fold, time_splits, to_dataset
+from model_runtime.loss_flag import LossSpec
+from model_runtime.training.synthetic import MarketSpec, generate_market
+from model_runtime.training.booster import BoosterParams, SplitSpec, fit_fold, time_splits, to_dataset
 from devstack.bench import emit
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from model_runtime.journal import ClosedTrade, MalformedRow, outcome_stats, summarize, validate_row
+from model_runtime.outcomes.journal import ClosedTrade, MalformedRow, outcome_stats, summarize, validate_row
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 

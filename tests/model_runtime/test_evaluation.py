@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from model_runtime.drift import build_reference, psi
-from model_runtime.evaluation import (
+from model_runtime.training.evaluation import (
     evaluate,
     expected_calibration_error,
     expectancy_net,
@@ -14,9 +14,9 @@ from model_runtime.evaluation import (
     probabilities,
     sharpness,
 )
-from model_runtime.synthetic import feature_names, generate_market
-from model_runtime.config import LossSpec
-from model_runtime.training import BoosterParams, SplitSpec, booster_params, fit_fold, margins, time_splits, to_dataset
+from model_runtime.training.synthetic import feature_names, generate_market
+from model_runtime.loss_flag import LossSpec
+from model_runtime.training.booster import BoosterParams, SplitSpec, booster_params, fit_fold, margins, time_splits, to_dataset
 
 RNG = np.random.default_rng(7)
 

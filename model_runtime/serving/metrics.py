@@ -14,8 +14,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from model_runtime.drift import psi
-from model_runtime.evaluation import sharpness
-from model_runtime.model_store import ServedModel
+from model_runtime.training.evaluation import sharpness
+from model_runtime.serving.model_store import ServedModel
 
 PROBA_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)

@@ -23,10 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import DirectoryPath, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_runtime.config import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
-from model_runtime.model_store import ServedModel, load_served_model, registry_view
-from model_runtime.serving_metrics import ServerMetrics
-from model_runtime.tracking import Naming, connect
+from model_runtime.loss_flag import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
+from model_runtime.serving.model_store import ServedModel, load_served_model, registry_view
+from model_runtime.serving.metrics import ServerMetrics
+from model_runtime.registry import Naming, connect
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 10_000
