@@ -18,10 +18,13 @@ system-packages:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# One command installs the three distributions (each with only its own dependencies) and the dev tools.
+DISTRIBUTIONS := operator/pyproject.toml runtime/pyproject.toml hack/pyproject.toml
+
+$(VENV)/.installed: $(DISTRIBUTIONS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./operator -e './runtime[postgres]' -e './hack[test]'
 	@touch $@
 
 controlplane:

@@ -14,8 +14,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-
-from scipy.stats import norm
+from statistics import NormalDist
 
 from modelrollout.observation import QueryResult
 from modelrollout.spec import DURATION_PATTERN, SYMBOL_PATTERN, Comparator, Gate, RollbackTrigger, parse_duration
@@ -266,7 +265,7 @@ def _value(result: QueryResult, symbol: str) -> float | None:
 
 def _z(confidence: float) -> float:
     """Two-sided normal quantile: 1.96 for 0.95."""
-    return float(norm.ppf(1 - (1 - confidence) / 2))
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
 
 
 def _ci(confidence: float) -> str:
