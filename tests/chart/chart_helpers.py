@@ -57,6 +57,8 @@ CONTRACT = HISTOGRAMS | {
     "model_training_sharpness", "predict_requests_total",
     "xgboost_training_failed_total",
     "expectancy_net_realized", "expectancy_net_stddev", "n_trades", "sortino_ratio", "live_f1_buy",
+    "trades_closed_total", "trade_pnl_net_profit_total", "trade_pnl_net_loss_total", "trade_pnl_net_squared_total",
+    "trade_pnl_net_loss_squared_total",
     "journal_exporter_up", "journal_exporter_malformed_rows", "journal_exporter_last_refresh_timestamp_seconds",
     "modelrollout_rollouts", "modelrollout_gate_evaluations_total", "modelrollout_rollback_actions_total",
     "modelrollout_stage_info",

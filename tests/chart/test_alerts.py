@@ -73,7 +73,8 @@ def test_the_plans_alerts_are_there_with_runbooks_summary_and_description() -> N
 
 def test_the_prometheus_rule_embeds_the_file_with_absolute_runbook_links(helm: Helm, tmp_path: Path) -> None:
     base = "https://runbooks.example.org/modelrollout/"
-    rule = one(helm.render({"monitoring": {"enabled": True, "runbookBaseUrl": base}}), "PrometheusRule")
+    rule = one(helm.render({"monitoring": {"enabled": True, "runbookBaseUrl": base}}), "PrometheusRule",
+               "mro-modelrollout")
     expected = copy.deepcopy(yaml.safe_load(RULES.read_text()))
     for alert in alerts(expected):
         alert["annotations"]["runbook_url"] = base + Path(alert["annotations"]["runbook_url"]).name

@@ -21,8 +21,8 @@ def test_template_renders_only_the_expected_objects(helm: Helm) -> None:
     assert not [line for line in result.stderr.splitlines() if "symbolic link" not in line], result.stderr
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc)
     assert kinds == sorted(["ServiceAccount", "Role", "RoleBinding", "Role", "RoleBinding", "Deployment",
-                            "PodDisruptionBudget", "Service", "ServiceMonitor", "PrometheusRule", "KopfPeering",
-                            "ConfigMap", "ConfigMap", "ConfigMap"])
+                            "PodDisruptionBudget", "Service", "ServiceMonitor", "PrometheusRule", "PrometheusRule",
+                            "KopfPeering", "ConfigMap", "ConfigMap", "ConfigMap"])
 
 
 def test_crds_come_from_the_repository_crds_folder_once(helm: Helm) -> None:
