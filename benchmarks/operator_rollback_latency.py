@@ -4,8 +4,9 @@ A canary rollout (the fast example, analysis interval 2 s, rollback trigger wind
 held for 10 minutes so it never moves on) runs with BTCUSDC switched to the candidate. Then the
 candidate's expectancy turns negative in the SeriesFeed, and two watchers time the outcome:
 
-* t_visible: the first moment the trigger's own PromQL (rendered by `modelrollout.gates.trigger_query`
-  and judged by `evaluate_trigger`) answers "breached", polled every 50 ms;
+* t_visible: the first moment the trigger's own PromQL and its sample count (rendered by
+  `modelrollout.gates.trigger_query` and `trigger_count_query`, judged by `evaluate_trigger` as
+  the operator does, `minSamples` included) answer "breached", polled every 50 ms;
 * t_patched: the moment a Kubernetes watch on the ConfigMap sees every key at `binary:logistic`.
 
 latency = t_patched - t_visible, once per repetition (a fresh rollout in a fresh namespace);
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,9 +54,9 @@ from devstack.scenario import (
     start_stack,
     wait_until,
 )
-from modelrollout.gates import evaluate_trigger, trigger_query
+from modelrollout.gates import evaluate_trigger, trigger_count_query, trigger_query
 from modelrollout.prometheus_provider import PrometheusProvider
-from modelrollout.spec import ModelRolloutSpec
+from modelrollout.spec import ModelRolloutSpec, RollbackTrigger
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 REPETITIONS = 2 if QUICK else 5
@@ -90,18 +92,23 @@ class FirstTime:
             self.event.set()
 
 
+def breached(provider: PrometheusProvider, trigger: RollbackTrigger, symbols: Sequence[str]) -> bool:
+    """The trigger's verdict on SYMBOL as the operator reaches it: its query and its sample count."""
+    count_promql = trigger_count_query(trigger, symbols)
+    count = provider.query(count_promql) if count_promql is not None else None
+    result = provider.query(trigger_query(trigger, symbols))
+    verdicts = evaluate_trigger(trigger, symbols, result, datetime.now(UTC), count=count)
+    return any(m.symbol == SYMBOL and m.verdict == "Fail" for m in verdicts)
+
+
 def watch_prometheus(provider: PrometheusProvider, spec: ModelRolloutSpec, seen: FirstTime, stop: threading.Event,
                      timeout: float) -> None:
-    """Poll the canary trigger's PromQL every 50 ms until it answers "breached" for the symbol."""
+    """Poll the canary trigger every 50 ms until it answers "breached" for the symbol."""
     canary = spec.stages[1]
-    trigger = canary.rollback_triggers[0]
-    symbols = spec.stage_symbols(canary)
-    promql = trigger_query(trigger, symbols)
+    trigger, symbols = canary.rollback_triggers[0], spec.stage_symbols(canary)
     deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
-        result = provider.query(promql)
-        verdicts = evaluate_trigger(trigger, symbols, result, datetime.now(UTC))
-        if any(m.symbol == SYMBOL and m.verdict == "Fail" for m in verdicts):
+        if breached(provider, trigger, symbols):
             seen.mark()
             return
         time.sleep(POLL_S)
@@ -159,9 +166,7 @@ def one_repetition(stack: Stack, core: kubernetes.client.CoreV1Api, namespace: s
         f"ConfigMap reverted {patched.at - visible.at:.3f}s after that")
     # Before the next repetition, the trigger must read healthy again (the feed is shared).
     trigger, symbols = spec.stages[1].rollback_triggers[0], spec.stage_symbols(spec.stages[1])
-    stack.feed.wait_for(trigger_query(trigger, symbols),
-                        lambda r: not any(m.verdict == "Fail" for m in evaluate_trigger(
-                            trigger, symbols, r, datetime.now(UTC))), timeout=30)
+    wait_until(lambda: not breached(provider, trigger, symbols), "the trigger healthy again", 30)
     return patched.at - visible.at
 
 

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -58,8 +58,19 @@ from devstack.mlflow import start_mlflow
 from devstack.operator import start_operator
 from devstack.process import Server, free_port, http_ok
 from devstack.prometheus import CHART_RULE_FILES, PrometheusServer, start_prometheus
-from devstack.scenario import (BASELINE, CONFIGMAP, FLAG_KEY, SYMBOLS, Scenario, Stack, canary_flag_done,
-                               install_crds, prepare_namespace, rollout_manifest, wait_until)
+from devstack.scenario import (
+    BASELINE,
+    CONFIGMAP,
+    FLAG_KEY,
+    SYMBOLS,
+    Scenario,
+    Stack,
+    canary_flag_done,
+    install_crds,
+    prepare_namespace,
+    rollout_manifest,
+    wait_until,
+)
 from devstack.simulator import DeskConfig, Replay, TradingDesk, market
 from devstack.timeline import RolloutRecord, draw, verdicts_by_name
 from modelrollout.cli import VERDICT_MARK
@@ -282,7 +293,7 @@ def watch_rollouts(clock: Clock, desks: list[Desk], kubectl_all: Callable[..., s
             print(f"         {table[0]}", flush=True)
             header = True
         for row in table[1:]:
-            namespace, name, *columns = row.split()
+            _namespace, name, *columns = row.split()
             if rows.get(name) != columns[:3]:  # like -w, but only when stage, phase or live change
                 rows[name] = columns[:3]
                 clock.say(row)
@@ -456,7 +467,7 @@ def run(out: Path, sizes: Sizes) -> dict[str, Any]:
         for desk in desks:
             changes: list[str] = []
             manifest = rollout_manifest(desk.scenario.stack, desk.plan.rollout, desk.plan.namespace,
-                                        desk.plan.strategy, lambda spec, d=desk: demo_changes(d.plan, spec, changes))
+                                        desk.plan.strategy, lambda spec, d=desk, c=changes: demo_changes(d.plan, spec, c))
             (out / f"{desk.plan.rollout}.yaml").write_text(json.dumps(manifest, indent=1))
             clock.say(f"$ kubectl apply -n {desk.plan.namespace} -f {desk.plan.rollout}.yaml   (the fast example, "
                       f"URLs patched{''.join(f'; {c}' for c in changes)})")

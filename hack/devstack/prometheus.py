@@ -38,7 +38,7 @@ class PrometheusServer:
 
         write_config(self.config_path, scrape_targets, scrape_interval, rule_files)
         request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(request, timeout=10):
             pass
 
 

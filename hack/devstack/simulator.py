@@ -80,7 +80,7 @@ class TradingDesk:
     live_url: str
     paper_url: str
     journal: sa.Engine
-    config: DeskConfig = DeskConfig()
+    config: DeskConfig = field(default_factory=DeskConfig)
     wrong_side: set[str] = field(default_factory=set)
     fills: Counter[tuple[str, str]] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)

@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from devstack.prometheus import promtool
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modelrollout"
 RELEASE, NAMESPACE = "mro", "trading"
@@ -37,6 +39,21 @@ class Helm:
     def render(self, values: dict[str, Any] | None = None, *extra: str) -> list[dict[str, Any]]:
         """The rendered manifests as objects (empty documents dropped)."""
         return [doc for doc in yaml.safe_load_all(self.template(values, *extra).stdout) if doc]
+
+
+def promtool_checks(rules: Path, count: int) -> None:
+    """`promtool check rules` passes and finds `count` rules in the file."""
+    result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {count} rules found" in result.stdout
+
+
+def promtool_unit_tests_pass(rule_tests: Path) -> None:
+    """`promtool test rules` passes, run where the file's rule_files are."""
+    result = subprocess.run([promtool(), "test", "rules", rule_tests.name], capture_output=True, text=True,
+                            cwd=rule_tests.parent, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
 
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -4,14 +4,12 @@ and the product's any-window gate queries read what the rules record and agree w
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import yaml
-from chart_helpers import CHART, SERIES_NAMES, Helm, metric_names, one
+from chart_helpers import CHART, SERIES_NAMES, Helm, metric_names, one, promtool_checks, promtool_unit_tests_pass
 
-from devstack.prometheus import promtool
 from modelrollout.gates import render_query
 from modelrollout.outcome_queries import COUNTERS, STANDARD_WINDOWS, per_trade_queries, recorded_counter
 
@@ -30,16 +28,11 @@ def records() -> dict[str, str]:
 
 
 def test_promtool_checks_the_rules_file() -> None:
-    result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(records())} rules found" in result.stdout
+    promtool_checks(RULES, len(records()))
 
 
 def test_promtool_unit_tests_pass() -> None:
-    result = subprocess.run([promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True,
-                            cwd=RULE_TESTS.parent, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
+    promtool_unit_tests_pass(RULE_TESTS)
 
 
 def test_every_statistic_over_every_standard_window_and_each_counter_summed() -> None:
@@ -92,6 +85,4 @@ def test_the_gate_queries_read_the_recorded_counters_and_equal_the_recorded_1h_s
     (tmp_path / RULES.name).write_text(RULES.read_text())
     gate_suite = {**suite, "tests": [{**case, "name": "gate queries", "promql_expr_test": exprs}]}
     (tmp_path / "gate-queries.test.yaml").write_text(yaml.safe_dump(gate_suite))
-    result = subprocess.run([promtool(), "test", "rules", "gate-queries.test.yaml"], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_unit_tests_pass(tmp_path / "gate-queries.test.yaml")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from chart_helpers import CHART, NAMESPACE, REPO_ROOT, Helm, of_kind, one
 
 

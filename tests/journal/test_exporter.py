@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.process import free_port
-from model_runtime.outcomes.journal import TRADES, ClosedTrade, create_journal, record_trades
 from model_runtime.outcomes.exporter import JournalCollector, parse_duration
+from model_runtime.outcomes.journal import TRADES, ClosedTrade, create_journal, record_trades
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 OUTCOMES = ("expectancy_net_realized", "expectancy_net_stddev", "n_trades", "sortino_ratio", "live_f1_buy")
@@ -153,7 +153,7 @@ def http_samples(url: str, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(url, timeout=2) as response:
                 values = samples(response.read().decode())
             if ("journal_exporter_last_refresh_timestamp_seconds", ()) in values:
                 return values

@@ -68,7 +68,7 @@ def test_sqlite_and_postgres_shapes_of_a_row_validate_alike() -> None:
     assert sqlite_row.closed_at.tzinfo is not None
 
 
-@pytest.mark.parametrize("overrides, attributed", [
+@pytest.mark.parametrize(("overrides", "attributed"), [
     ({"symbol": None}, False),
     ({"symbol": "btc/usdc"}, False),
     ({"variant": ""}, False),

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from devstack.process import free_port
 from devstack.prometheus import CHART_RULE_FILES, PrometheusServer, start_prometheus
-from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 from model_runtime.outcomes.exporter import JournalCollector
+from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 from modelrollout.gates import render_query
 from modelrollout.outcome_queries import per_trade_queries
 from modelrollout.prometheus_provider import PrometheusProvider

@@ -8,9 +8,9 @@ import threading
 import pytest
 
 from model_runtime import cli
-from model_runtime.training.job_metrics import TrainerMetrics
 from model_runtime.loss_flag import LossSpec
 from model_runtime.serving.server import ServeSettings
+from model_runtime.training.job_metrics import TrainerMetrics
 from model_runtime.training.sweep_job import SweepSettings
 
 
@@ -48,7 +48,7 @@ def pushgateway():
     received: list[tuple[str, str, bytes]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:  # noqa: N802 (http.server naming)
+        def do_PUT(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((self.command, self.path, body))
             self.send_response(202)

@@ -38,7 +38,7 @@ def write_volume(root: Path, version: str, values: dict[str, str]) -> None:
     for key in values:
         if not (root / key).is_symlink():
             (root / key).symlink_to(f"..data/{key}")
-    for stale in set(p.name for p in root.iterdir() if p.is_symlink() and not p.name.startswith("..")) - set(values):
+    for stale in {p.name for p in root.iterdir() if p.is_symlink() and not p.name.startswith("..")} - set(values):
         (root / stale).unlink()
 
 

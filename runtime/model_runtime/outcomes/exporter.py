@@ -54,8 +54,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field, field_validator
 
-from model_runtime.outcomes.journal import (ClosedTrade, MalformedRow, OutcomeStats, OutcomeTotals, SeriesKey, outcome_stats,
-                                   read_closed_since)
+from model_runtime.outcomes.journal import (
+    ClosedTrade,
+    MalformedRow,
+    OutcomeStats,
+    OutcomeTotals,
+    SeriesKey,
+    outcome_stats,
+    read_closed_since,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import numpy as np
 import xgboost as xgb
 from mlflow.tracking import MlflowClient
 
-from model_runtime.loss_flag import LossSpec
 from model_runtime.drift import ARTIFACT_PATH, FeatureReference
+from model_runtime.loss_flag import LossSpec
 from model_runtime.registry import FEATURE_RUN_TAG
 
 

@@ -14,8 +14,8 @@ import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import logit
 
-from model_runtime.loss_flag import LossSpec
 from model_runtime.drift import FeatureReference, build_reference
+from model_runtime.loss_flag import LossSpec
 from model_runtime.training.evaluation import evaluate
 from model_runtime.training.focal import focal_grad_hess, focal_objective
 
