@@ -18,9 +18,14 @@ KEYS = ("bench", "value", "unit", "goal", "better")
 
 
 def emit(bench: str, value: float, unit: str, goal: float, better: Literal["lower", "higher"]) -> None:
-    """`{"bench", "value", "unit", "goal", "better"}`; everything else a benchmark says goes to stderr."""
+    """`{"bench", "value", "unit", "goal", "better"}`; everything else a benchmark says goes to stderr.
+
+    Written to the process' real stdout: benchmarks redirect `sys.stdout` to stderr while the stack
+    runs (MLflow prints run links), and a figure must not go with them.
+    """
+    stdout = sys.__stdout__ or sys.stdout
     print(json.dumps({"bench": bench, "value": round(value, 4), "unit": unit, "goal": round(goal, 4),
-                      "better": better}), flush=True)
+                      "better": better}), file=stdout, flush=True)
 
 
 def figure_problems(stdout: str) -> list[str]:
