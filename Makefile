@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: deps system-packages venv controlplane test test-fast demo bench crd lint clean
+.PHONY: deps system-packages venv controlplane test test-fast demo bench bench-smoke crd lint clean
 
 deps: system-packages venv controlplane
 
@@ -18,10 +18,13 @@ system-packages:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# One command installs the three distributions (each with only its own dependencies) and the dev tools.
+DISTRIBUTIONS := operator/pyproject.toml runtime/pyproject.toml hack/pyproject.toml
+
+$(VENV)/.installed: $(DISTRIBUTIONS)
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -U pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./operator -e './runtime[postgres]' -e './hack[test]'
 	@touch $@
 
 controlplane:
@@ -31,10 +34,17 @@ controlplane:
 crd: venv
 	$(PY) -m modelrollout.crd > crds/modelrollout.yaml
 
+# Lint first (seconds), then every test, then every benchmark once in quick mode.
 # pytest exits 5 when it collects no test: that is a failure here, not a pass.
-test: deps
+test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
+	$(MAKE) --no-print-directory bench-smoke
+
+# ruff over the whole tree; mypy --strict over the operator package (settings in pyproject.toml).
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 test-fast: deps
 	$(PY) -m pytest -m "not e2e and not slow" $(PYTEST_ARGS)
@@ -44,6 +54,11 @@ demo: deps
 
 bench: deps
 	@for bench in benchmarks/*.py; do $(PY) $$bench || exit 1; done
+
+# Each benchmark in its quick mode (BENCH_QUICK=1): it must run to the end and print its figures
+# as JSON lines. A smoke test that asserts no timing.
+bench-smoke: deps
+	$(PY) -m devstack.bench benchmarks/*.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -27,7 +27,7 @@ from devstack.bench import emit
 from devstack.mlflow import start_mlflow
 from devstack.process import Server, free_port, http_ok
 from model_runtime.cli import main as model_runtime
-from model_runtime.synthetic import feature_names, generate_market
+from model_runtime.training.synthetic import feature_names, generate_market
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 RATE = 200

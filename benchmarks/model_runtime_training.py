@@ -12,16 +12,16 @@ import os
 import sys
 import time
 
-import model_runtime  # noqa: F401  (sets the OpenMP wait policy before xgboost loads)
 import numpy as np
 import xgboost as xgb
 from scipy.special import expit, logit
 
-from model_runtime.config import LossSpec
-from model_runtime.focal import focal_grad_hess, focal_objective
-from model_runtime.synthetic import MarketSpec, generate_market
-from model_runtime.training import BoosterParams, booster_params, to_dataset
+import model_runtime  # noqa: F401  (sets the OpenMP wait policy before xgboost loads)
 from devstack.bench import emit
+from model_runtime.loss_flag import LossSpec
+from model_runtime.training.booster import BoosterParams, booster_params, to_dataset
+from model_runtime.training.focal import focal_grad_hess, focal_objective
+from model_runtime.training.synthetic import MarketSpec, generate_market
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 SYMBOLS = ["BTCUSDC", "ETHUSDC", "SOLUSDC", "XRPUSDC", "BNBUSDC"][: 2 if QUICK else 5]

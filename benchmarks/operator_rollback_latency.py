@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ from devstack.scenario import (
 )
 from modelrollout.gates import evaluate_trigger, trigger_queries
 from modelrollout.prometheus_provider import PrometheusProvider
-from modelrollout.spec import ModelRolloutSpec
+from modelrollout.spec import ModelRolloutSpec, RollbackTrigger
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 REPETITIONS = 2 if QUICK else 5
@@ -90,18 +91,21 @@ class FirstTime:
             self.event.set()
 
 
+def breached(provider: PrometheusProvider, trigger: RollbackTrigger, symbols: Sequence[str]) -> bool:
+    """The trigger's verdict on SYMBOL as the operator reaches it: every query it reads, by role."""
+    results = {role: provider.query(promql) for role, promql in trigger_queries(trigger, symbols).items()}
+    verdicts = evaluate_trigger(trigger, symbols, results, datetime.now(UTC))
+    return any(m.symbol == SYMBOL and m.verdict == "Fail" for m in verdicts)
+
+
 def watch_prometheus(provider: PrometheusProvider, spec: ModelRolloutSpec, seen: FirstTime, stop: threading.Event,
                      timeout: float) -> None:
-    """Poll the canary trigger's PromQL every 50 ms until it answers "breached" for the symbol."""
+    """Poll the canary trigger every 50 ms until it answers "breached" for the symbol."""
     canary = spec.stages[1]
-    trigger = canary.rollback_triggers[0]
-    symbols = spec.stage_symbols(canary)
-    promql = trigger_queries(trigger, symbols)["value"]
+    trigger, symbols = canary.rollback_triggers[0], spec.stage_symbols(canary)
     deadline = time.monotonic() + timeout
     while not stop.is_set() and time.monotonic() < deadline:
-        result = provider.query(promql)
-        verdicts = evaluate_trigger(trigger, symbols, {"value": result}, datetime.now(UTC))
-        if any(m.symbol == SYMBOL and m.verdict == "Fail" for m in verdicts):
+        if breached(provider, trigger, symbols):
             seen.mark()
             return
         time.sleep(POLL_S)
@@ -159,9 +163,7 @@ def one_repetition(stack: Stack, core: kubernetes.client.CoreV1Api, namespace: s
         f"ConfigMap reverted {patched.at - visible.at:.3f}s after that")
     # Before the next repetition, the trigger must read healthy again (the feed is shared).
     trigger, symbols = spec.stages[1].rollback_triggers[0], spec.stage_symbols(spec.stages[1])
-    stack.feed.wait_for(trigger_queries(trigger, symbols)["value"],
-                        lambda r: not any(m.verdict == "Fail" for m in evaluate_trigger(
-                            trigger, symbols, {"value": r}, datetime.now(UTC))), timeout=30)
+    wait_until(lambda: not breached(provider, trigger, symbols), "the trigger healthy again", 30)
     return patched.at - visible.at
 
 

@@ -99,7 +99,7 @@ def rss_mb(pid: int) -> float:
 
 
 def scrape(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 (loopback only)
+    with urllib.request.urlopen(url, timeout=10) as response:
         return response.read().decode()
 
 
@@ -131,7 +131,7 @@ def histogram_quantile(q: float, before: str, after: str, name: str) -> float:
     if not counts or counts[-1] <= 0:
         return float("nan")
     rank, lower, below = q * counts[-1], 0.0, 0.0
-    for bound, cumulative in zip(bounds, counts):
+    for bound, cumulative in zip(bounds, counts, strict=True):
         if cumulative >= rank:
             if bound == float("inf"):
                 return lower

@@ -4,7 +4,7 @@ outside a cluster (there is no kubelet in the local stack).
 The kubelet's AtomicWriter layout: the data lives in a timestamped folder, `..data` is a
 symlink to it, and each key is a symlink `KEY -> ..data/KEY`. An update writes a new folder
 and renames a fresh symlink over `..data`, so a reader sees the old or the new version whole,
-never a mix. `model_runtime.config.read_config_dir` relies on exactly that.
+never a mix. `model_runtime.loss_flag.read_config_dir` relies on exactly that.
 """
 
 from __future__ import annotations

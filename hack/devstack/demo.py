@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -57,12 +57,24 @@ from devstack.controlplane import REPO_ROOT, start_control_plane
 from devstack.mlflow import start_mlflow
 from devstack.operator import start_operator
 from devstack.process import Server, free_port, http_ok
-from devstack.prometheus import PrometheusServer, start_prometheus
-from devstack.scenario import (BASELINE, CONFIGMAP, FLAG_KEY, SYMBOLS, Scenario, Stack, canary_flag_done,
-                               install_crds, prepare_namespace, rollout_manifest, wait_until)
+from devstack.prometheus import CHART_RULE_FILES, PrometheusServer, start_prometheus
+from devstack.scenario import (
+    BASELINE,
+    CONFIGMAP,
+    FLAG_KEY,
+    SYMBOLS,
+    Scenario,
+    Stack,
+    canary_flag_done,
+    install_crds,
+    prepare_namespace,
+    rollout_manifest,
+    wait_until,
+)
 from devstack.simulator import DeskConfig, Replay, TradingDesk, market
 from devstack.timeline import RolloutRecord, draw, verdicts_by_name
 from modelrollout.cli import VERDICT_MARK
+from modelrollout.outcome_queries import per_trade_queries
 from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.status import TERMINAL_PHASES
 
@@ -77,30 +89,6 @@ GATE_WINDOW = f"{STAGE_SECONDS - 5}s"
 LIVE_TRIGGER = {"window": "30s", "minSamples": 15, "initialDelay": "20s"}
 
 
-def _growth(counter: str, variant: str) -> str:
-    """The counter's growth over the window: now minus `offset {window}`, not increase().
-
-    increase() extrapolates to the window's edges, and for a counter that was near zero at the window's
-    start (a candidate's first seconds) Prometheus cuts that extrapolation short by a different amount
-    for each counter, so their ratio is off by up to a scrape interval's share of the window (2 % in a
-    25 s window). The plain difference is exact; a reset makes the trade count negative, and the `> 0`
-    on it in `per_trade_queries` drops the sample (no data) rather than judging it.
-    """
-    series = counter + '{symbol=~"{symbols}",variant="' + variant + '"}'
-    return f"sum by (symbol) ({series} - {series} offset {{window}})"
-
-
-def per_trade_queries(variant: str) -> dict[str, str]:
-    """PromQL over the exporter's counters: each statistic per trade over exactly the window."""
-    trades = f'({_growth("trades_closed_total", variant)} > 0)'
-    pnl = f'({_growth("trade_pnl_net_profit_total", variant)} - {_growth("trade_pnl_net_loss_total", variant)})'
-    squared, loss_squared = (_growth(c, variant) for c in ("trade_pnl_net_squared_total",
-                                                            "trade_pnl_net_loss_squared_total"))
-    return {"expectancy": f"{pnl} / {trades}",
-            "stddev": f"sqrt(clamp_min(({squared} - {pnl} ^ 2 / {trades}) / ({trades} - 1), 0))",
-            "count": trades,
-            "sortino": f"{pnl} / {trades} / sqrt({loss_squared} / {trades})"}
-ALERT_RULES = REPO_ROOT / "charts" / "modelrollout" / "files" / "alert-rules.yaml"
 BIN = Path(sys.executable).parent
 FAULT_SYMBOL = "BTCUSDC"
 
@@ -271,7 +259,8 @@ def demo_changes(plan: DeskPlan, spec: dict[str, Any], changes: list[str]) -> No
                     gate["comparison"].update(stddevQuery=per_trade["stddev"], countQuery=per_trade["count"])
             elif gate["name"] == "trades":
                 gate["sampleSize"]["query"] = candidate["count"]
-    changes.append("outcome gates and triggers read the exporter's counters (per trade over exactly the window)")
+    changes.append("outcome gates and triggers read the recorded exporter counters (modelrollout.outcome_queries: "
+                   "per trade over exactly the window)")
     changes.append(f"gate windows {GATE_WINDOW}; rollback trigger over {LIVE_TRIGGER['window']} once "
                    f"{LIVE_TRIGGER['minSamples']} trades, judged after {LIVE_TRIGGER['initialDelay']} in a stage")
     canary, full = spec["stages"][0], spec["stages"][1]
@@ -304,7 +293,7 @@ def watch_rollouts(clock: Clock, desks: list[Desk], kubectl_all: Callable[..., s
             print(f"         {table[0]}", flush=True)
             header = True
         for row in table[1:]:
-            namespace, name, *columns = row.split()
+            _namespace, name, *columns = row.split()
             if rows.get(name) != columns[:3]:  # like -w, but only when stage, phase or live change
                 rows[name] = columns[:3]
                 clock.say(row)
@@ -429,7 +418,7 @@ def run(out: Path, sizes: Sizes) -> dict[str, Any]:
                 "plane": pool.submit(start_control_plane, out / "controlplane"),
                 "mlflow": pool.submit(start_mlflow, out / "mlflow"),
                 **{d.strategy: pool.submit(start_prometheus, out / f"prometheus-{d.strategy}",
-                                           rule_files=[ALERT_RULES]) for d in DESKS},
+                                           rule_files=CHART_RULE_FILES) for d in DESKS},
             }
             for future in futures.values():  # every server that did start is stopped, even if another failed
                 if future.exception() is None:
@@ -465,7 +454,7 @@ def run(out: Path, sizes: Sizes) -> dict[str, Any]:
                   "server's config dir every second, swapping the `..data` symlink the way the kubelet does")
         for desk in desks:
             targets = start_desk_runtime(stack, clock, desk, mlflow.url, plane.kubeconfig, out)
-            desk.prometheus.reload([*targets, operator_target], rule_files=[ALERT_RULES])
+            desk.prometheus.reload([*targets, operator_target], rule_files=CHART_RULE_FILES)
         for desk in desks:
             provider = PrometheusProvider(desk.prometheus.url, timeout_s=5)
             wait_until(lambda p=provider: len(p.query('n_trades{variant="baseline"}').values) >= len(SYMBOLS),
@@ -478,7 +467,7 @@ def run(out: Path, sizes: Sizes) -> dict[str, Any]:
         for desk in desks:
             changes: list[str] = []
             manifest = rollout_manifest(desk.scenario.stack, desk.plan.rollout, desk.plan.namespace,
-                                        desk.plan.strategy, lambda spec, d=desk: demo_changes(d.plan, spec, changes))
+                                        desk.plan.strategy, lambda spec, d=desk, c=changes: demo_changes(d.plan, spec, c))
             (out / f"{desk.plan.rollout}.yaml").write_text(json.dumps(manifest, indent=1))
             clock.say(f"$ kubectl apply -n {desk.plan.namespace} -f {desk.plan.rollout}.yaml   (the fast example, "
                       f"URLs patched{''.join(f'; {c}' for c in changes)})")

@@ -1,7 +1,14 @@
-"""The operator as a real process (`modelrollout-operator`), the way a Deployment runs it."""
+"""The operator as a real process (`modelrollout-operator`), the way a Deployment runs it.
+
+By default the console script next to this Python. `MODELROLLOUT_OPERATOR` names another one, e.g.
+that of a venv with the operator distribution alone (`pip install ./operator`), which is what its
+image carries: in the dev venv, full `mlflow` (the model runtime's) makes `import mlflow` load
+pandas and scipy, so the operator's footprint there is not the image's.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +20,8 @@ def start_operator(workdir: Path, kubeconfig: Path, namespaces: Sequence[str], *
                    peering: str | None = None, priority: int | None = None) -> Server:
     """Start one replica; without `peering` it runs standalone. Returns once its liveness probe answers."""
     health_port, metrics_port = free_port(), free_port()
-    argv = [str(Path(sys.executable).parent / "modelrollout-operator"), "--metrics-port", str(metrics_port),
+    script = os.environ.get("MODELROLLOUT_OPERATOR") or str(Path(sys.executable).parent / "modelrollout-operator")
+    argv = [script, "--metrics-port", str(metrics_port),
             "--health-port", str(health_port)]
     for namespace in namespaces:
         argv += ["--namespace", namespace]

@@ -14,7 +14,13 @@ from pathlib import Path
 
 import yaml
 
+from devstack.controlplane import REPO_ROOT
 from devstack.process import Server, free_port, http_ok
+
+# The chart's rule files, as its PrometheusRule objects carry them: the product's recorded
+# per-trade statistics (which the recommended gate queries read) and its alerts.
+CHART_RULE_FILES = tuple(REPO_ROOT / "charts" / "modelrollout" / "files" / name
+                         for name in ("recording-rules.yaml", "alert-rules.yaml"))
 
 
 @dataclass
@@ -32,7 +38,7 @@ class PrometheusServer:
 
         write_config(self.config_path, scrape_targets, scrape_interval, rule_files)
         request = urllib.request.Request(f"{self.url}/-/reload", method="POST")
-        with urllib.request.urlopen(request, timeout=10):  # noqa: S310 (loopback only)
+        with urllib.request.urlopen(request, timeout=10):
             pass
 
 

@@ -7,6 +7,7 @@ flag ConfigMap(s); `rollout_manifest` is the fast example with the stack's URLs 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -64,10 +65,8 @@ class Stack:
     def stop(self) -> None:
         feed_close = self.feed.close if self.feed else (lambda: None)
         for stop in (feed_close, self.mlflow.stop, self.prometheus.stop, self.plane.stop):
-            try:
+            with contextlib.suppress(Exception):  # tear down the rest whatever one of them says
                 stop()
-            except Exception:  # noqa: BLE001 - tear down the rest whatever one of them says
-                pass
 
 
 def install_crds(plane: ControlPlane) -> None:
@@ -102,10 +101,8 @@ def start_stack(workdir: Path, *, sweep_experiment: str = SWEEP_EXPERIMENT, swee
         feed.wait_for("count(n_trades)", lambda r: r.values.get("*", 0) >= 10)
     except BaseException:
         for stop in started:
-            try:
+            with contextlib.suppress(Exception):
                 stop()
-            except Exception:  # noqa: BLE001
-                pass
         raise
     return Stack(plane=plane, prometheus=prometheus, mlflow=mlflow, feed=feed, workdir=workdir,
                  sweep_experiment=sweep_experiment, sweep_rows=rows)

@@ -1,7 +1,7 @@
 """The demo's trading desk: replays a synthetic market through the real inference servers and
 writes the resulting fills into the trade journal, where the real exporter finds them.
 
-Market. The `model_runtime.synthetic` bars the trainer used (same rows and seed), replayed from
+Market. The `model_runtime.training.synthetic` bars the trainer used (same rows and seed), replayed from
 where the trainer's training split ends, so the models trade bars they never trained on.
 
 Trading. Every tick each symbol's next bars go to two servers: the live one, which follows
@@ -27,8 +27,8 @@ import requests
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_runtime.journal import ClosedTrade, create_journal, record_trades
-from model_runtime.synthetic import MarketSpec, feature_names, generate_market
+from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
+from model_runtime.training.synthetic import MarketSpec, feature_names, generate_market
 
 log = logging.getLogger(__name__)
 TRAIN_SHARE = 0.6  # `model-runtime train`: 60 / 20 / 20 train / validation / holdout
@@ -80,7 +80,7 @@ class TradingDesk:
     live_url: str
     paper_url: str
     journal: sa.Engine
-    config: DeskConfig = DeskConfig()
+    config: DeskConfig = field(default_factory=DeskConfig)
     wrong_side: set[str] = field(default_factory=set)
     fills: Counter[tuple[str, str]] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)

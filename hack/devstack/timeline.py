@@ -15,8 +15,8 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display: render to a file
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
 
 VERDICT_RANK = {"Pass": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}
 VERDICT_STYLE = {"Pass": ("#2e7d32", "o"), "Inconclusive": ("#f9a825", "s"), "Error": ("#6a1b9a", "D"),
@@ -93,7 +93,7 @@ def draw(path: Path, records: Sequence[RolloutRecord], expectancy: Sequence[Seri
         money_ax.set_ylabel("expectancy_net_realized\n(USDC per trade)", fontsize=8)
         money_ax.legend(loc="upper left", fontsize=7, ncol=3)
         for ax in (gates_ax, money_ax):
-            for at, label in record.marks:
+            for at, _label in record.marks:
                 ax.axvline(at, color="black", linestyle=":", linewidth=1.2)
             ax.grid(axis="x", alpha=0.3)
         for at, label in record.marks:

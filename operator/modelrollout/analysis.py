@@ -55,7 +55,7 @@ def measure_stage(
                                      for query in plan.values()])
 
     gates: list[Measurement] = []
-    for gate, plan in zip(stage.gates, gate_plans):
+    for gate, plan in zip(stage.gates, gate_plans, strict=True):
         if isinstance(plan, ValueError):
             gates += _invalid(gate.name, gate.kind, symbols, plan, now)
         elif gate.sweep is not None:
@@ -65,9 +65,9 @@ def measure_stage(
                                    stage_ran)
 
     triggers: list[Measurement] = []
-    for trigger, plan in zip(stage.rollback_triggers, trigger_plans):
-        if isinstance(plan, ValueError):
-            triggers += _invalid(trigger.name, "rollbackTrigger", symbols, plan, now)
+    for trigger, trigger_plan in zip(stage.rollback_triggers, trigger_plans, strict=True):
+        if isinstance(trigger_plan, ValueError):
+            triggers += _invalid(trigger.name, "rollbackTrigger", symbols, trigger_plan, now)
         else:
             triggers += evaluate_trigger(trigger, symbols, {role: answers[query] for role, query in plan.items()},
                                          now, stage_ran)
@@ -87,7 +87,7 @@ def _run_once(prometheus: PrometheusProvider, queries: Sequence[str]) -> dict[st
     if not distinct:
         return {}
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_QUERIES, len(distinct))) as pool:
-        return dict(zip(distinct, pool.map(prometheus.query, distinct)))
+        return dict(zip(distinct, pool.map(prometheus.query, distinct), strict=True))
 
 
 def _invalid(name: str, kind: str, symbols: Sequence[str], error: ValueError, now: datetime) -> list[Measurement]:

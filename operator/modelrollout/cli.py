@@ -14,12 +14,12 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
 import kubernetes
-from kubernetes.client import ApiClient, AuthenticationV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, AuthenticationV1Api, CustomObjectsApi, V1SelfSubjectReview
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.crd import GROUP, PLURAL, VERSION
@@ -73,12 +73,16 @@ class Plugin:
         self.custom = CustomObjectsApi(self.client)
 
     def get(self, name: str) -> dict[str, Any]:
-        return self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return cast(dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
+                                                                             name))
 
     def whoami(self) -> str:
         review = AuthenticationV1Api(self.client).create_self_subject_review(
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
-        return review.status.user_info.username
+            V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"))
+        user = review.status.user_info if review.status else None
+        if user is None or not user.username:
+            raise SystemExit("the API server did not say who you are (SelfSubjectReview without a username)")
+        return str(user.username)
 
     def request(self, name: str, kind: str, ticket: str = "") -> str:
         obj = self.get(name)

@@ -14,8 +14,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-
-from scipy.stats import norm
+from statistics import NormalDist
 
 from modelrollout.confidence_sequences import Moments, difference_interval, mean_interval, side, trades_to_decide
 from modelrollout.observation import QueryResult
@@ -420,7 +419,7 @@ def _value(result: QueryResult, symbol: str) -> float | None:
 
 def _z(confidence: float) -> float:
     """Two-sided normal quantile: 1.96 for 0.95."""
-    return float(norm.ppf(1 - (1 - confidence) / 2))
+    return NormalDist().inv_cdf(1 - (1 - confidence) / 2)
 
 
 def _ci(confidence: float) -> str:

@@ -39,12 +39,12 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, sharp=False)
-def tick(name: str, namespace: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def tick(name: str, namespace: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     memo.controller.tick(namespace, name, cached=body)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-def revert_on_delete(name: str, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+def revert_on_delete(name: str, namespace: str | None, memo: Any, **_: Any) -> None:
     if not memo.controller.on_delete(namespace, name):
         raise kopf.TemporaryError("reverting live levers before the rollout goes", delay=2)
     memo.controller.forget(namespace, name)

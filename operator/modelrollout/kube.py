@@ -11,14 +11,14 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.crd import GROUP, KIND, PLURAL, VERSION
-from modelrollout.observation import Request
+from modelrollout.observation import Request, RequestKind
 from modelrollout.status import ModelRolloutStatus
 
 REQUEST_ANNOTATION_PREFIX = f"{GROUP}/request-"  # request-promote, request-abort, request-retry
@@ -54,7 +54,8 @@ def parse_requests(annotations: dict[str, str]) -> list[Request]:
             continue
         try:
             data = json.loads(raw)
-            requests.append(Request(kind=key.removeprefix(REQUEST_ANNOTATION_PREFIX), id=str(data["id"]),
+            kind = cast(RequestKind, key.removeprefix(REQUEST_ANNOTATION_PREFIX))  # filtered below
+            requests.append(Request(kind=kind, id=str(data["id"]),
                                     by=str(data["by"]), at=datetime.fromisoformat(data["at"]),
                                     ticket=str(data.get("ticket", "")), stage=str(data.get("stage", "")),
                                     revision=str(data.get("revision", ""))))
@@ -76,7 +77,7 @@ class Kube:
             if error.status == 404:
                 return None
             raise
-        return _rollout(obj)
+        return _rollout(cast(dict[str, Any], obj))
 
     def write_status(self, rollout: RolloutObject, status: ModelRolloutStatus) -> RolloutObject:
         """Replace the status if nobody changed the object since it was read; raises Conflict otherwise."""
@@ -95,7 +96,7 @@ class Kube:
             if error.status == 409:
                 raise Conflict(f"{rollout.namespace}/{rollout.name} changed while the operator decided") from error
             raise
-        return _rollout(obj)
+        return _rollout(cast(dict[str, Any], obj))
 
     def set_flags(self, namespace: str, configmap: str, flags: dict[str, str]) -> bool:
         """Set ConfigMap keys to target values; returns False when they already held them (no write)."""

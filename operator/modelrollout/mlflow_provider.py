@@ -13,13 +13,14 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import cast
 
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 from mlflow.entities.model_registry import RegisteredModel
 from mlflow.exceptions import MlflowException
 
-from modelrollout.observation import SweepEvidence, SweepRow
+from modelrollout.observation import SweepEvidence, SweepRow, Variant
 from modelrollout.spec import ModelsSpec
 from modelrollout.status import ModelVersions
 
@@ -180,5 +181,6 @@ def _sweep_row(run: Run) -> SweepRow | None:
     tags = run.data.tags
     if not all(tags.get(tag) for tag in SWEEP_TAGS) or tags["variant"] not in VARIANTS:
         return None
-    return SweepRow(run_id=run.info.run_id, symbol=tags["symbol"], fold=tags["fold"], variant=tags["variant"],
+    variant = cast(Variant, tags["variant"])  # one of VARIANTS, checked above
+    return SweepRow(run_id=run.info.run_id, symbol=tags["symbol"], fold=tags["fold"], variant=variant,
                     metrics=dict(run.data.metrics))

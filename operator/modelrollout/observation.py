@@ -12,6 +12,8 @@ from typing import Literal
 
 from modelrollout.status import Measurement, ModelVersions
 
+Variant = Literal["baseline", "candidate"]
+RequestKind = Literal["promote", "abort", "retry"]
 
 @dataclass(frozen=True)
 class QueryResult:
@@ -42,7 +44,7 @@ class SweepRow:
     run_id: str
     symbol: str
     fold: str
-    variant: Literal["baseline", "candidate"]
+    variant: Variant
     metrics: dict[str, float]
 
 
@@ -57,7 +59,7 @@ class SweepEvidence:
 class Request:
     """A human's promote / abort / retry, read from the rollout's annotations by id."""
 
-    kind: Literal["promote", "abort", "retry"]
+    kind: RequestKind
     id: str
     by: str
     at: datetime

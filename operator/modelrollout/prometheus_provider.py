@@ -26,7 +26,7 @@ class PrometheusProvider:
         self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else None
         self._client = PrometheusConnect(url=self.url, headers=headers, retry=Retry(total=0),
-                                         timeout=timeout_s)  # type: ignore[arg-type]  # requests takes floats
+                                         timeout=timeout_s)
 
     def query(self, promql: str) -> QueryResult:
         """Instant query at Prometheus' now; the result must be a vector, one series per symbol."""

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
@@ -44,9 +45,9 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=sum(int(n) * _DURATION_UNITS[unit] for n, unit in parts))
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One `x-kubernetes-validations` entry; `field_path` makes the error name the field."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry

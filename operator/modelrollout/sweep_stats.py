@@ -4,6 +4,9 @@ Pure: no I/O, no clock, no global random state. The MLflow adapter produces the
 `SweepEvidence`; this module only judges it. Baseline and candidate runs of the same
 (symbol, fold) saw the same data, so every statistic is computed on the paired
 differences, which removes the fold-to-fold variance both variants share.
+
+scipy is imported where a sweep is judged, not with the module: only the shadow stage needs it,
+and the operator should not carry scipy.stats' import cost while no rollout is in shadow.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 import numpy as np
-from scipy.stats import bootstrap, ttest_rel
-from statsmodels.stats.multitest import multipletests
 
 from modelrollout.observation import SweepEvidence, SweepRow
 from modelrollout.spec import SweepGate
@@ -107,9 +108,7 @@ def evaluate_sweep(gate_name: str, sweep: SweepGate, symbols: Sequence[str], evi
     pairs = {symbol: _pair(by_symbol[symbol]) for symbol in symbols}
     samples = {symbol: _sample(pairs[symbol], sweep.metric) for symbol in symbols}
     lifts = {symbol: _lift(sample, sweep, seed) for symbol, sample in samples.items() if not sample.missing}
-    tested = [symbol for symbol, lift in lifts.items() if lift.p is not None]
-    adjusted = dict(zip(tested, multipletests([lifts[s].p for s in tested], method="fdr_bh")[1].tolist(),
-                        strict=True)) if tested else {}
+    adjusted = _benjamini_hochberg({symbol: lift.p for symbol, lift in lifts.items() if lift.p is not None})
 
     checks = {symbol: _lift_checks(samples[symbol].missing, lifts.get(symbol), adjusted.get(symbol), len(tested),
                                    sweep, seed, _unpaired_note(pairs[symbol])) for symbol in symbols}
@@ -138,6 +137,16 @@ def _any_significant_none_worse(checks: dict[str, list[_Check]], lifts: dict[str
                                                f"anySignificantNoneWorse): {c.message}") if c.verdict == "Fail" else c
             for c in found]
     return adjusted
+
+
+def _benjamini_hochberg(p_values: dict[str, float]) -> dict[str, float]:
+    """Benjamini-Hochberg adjusted p-values (step-up, capped at 1) over the symbols tested."""
+    if not p_values:
+        return {}
+    from scipy.stats import false_discovery_control
+
+    adjusted = false_discovery_control(list(p_values.values()), method="bh")
+    return dict(zip(p_values, (float(p) for p in adjusted), strict=True))
 
 
 def _lift_checks(missing: str, lift: _Lift | None, p_adjusted: float | None, family: int, sweep: SweepGate,
@@ -236,6 +245,8 @@ def _lift(sample: _Sample, sweep: SweepGate, seed: int) -> _Lift:
     sweeps unable to pass at all. Each symbol gets a fresh generator from `seed`, so its CI
     depends only on its own data, not on the order of the symbols.
     """
+    from scipy.stats import bootstrap, ttest_rel
+
     diffs = sample.candidate - sample.baseline
     mean, baseline_mean = float(np.mean(diffs)), float(np.mean(sample.baseline))
     if np.ptp(diffs) == 0:

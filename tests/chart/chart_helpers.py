@@ -11,6 +11,8 @@ from typing import Any
 
 import yaml
 
+from devstack.prometheus import promtool
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "modelrollout"
 RELEASE, NAMESPACE = "mro", "trading"
@@ -39,6 +41,21 @@ class Helm:
         return [doc for doc in yaml.safe_load_all(self.template(values, *extra).stdout) if doc]
 
 
+def promtool_checks(rules: Path, count: int) -> None:
+    """`promtool check rules` passes and finds `count` rules in the file."""
+    result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {count} rules found" in result.stdout
+
+
+def promtool_unit_tests_pass(rule_tests: Path) -> None:
+    """`promtool test rules` passes, run where the file's rule_files are."""
+    result = subprocess.run([promtool(), "test", "rules", rule_tests.name], capture_output=True, text=True,
+                            cwd=rule_tests.parent, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [doc for doc in docs if doc.get("kind") == kind]
 
@@ -57,6 +74,8 @@ CONTRACT = HISTOGRAMS | {
     "model_training_sharpness", "predict_requests_total",
     "xgboost_training_failed_total",
     "expectancy_net_realized", "expectancy_net_stddev", "n_trades", "sortino_ratio", "live_f1_buy",
+    "trades_closed_total", "trade_pnl_net_profit_total", "trade_pnl_net_loss_total", "trade_pnl_net_squared_total",
+    "trade_pnl_net_loss_squared_total",
     "journal_exporter_up", "journal_exporter_malformed_rows", "journal_exporter_last_refresh_timestamp_seconds",
     "modelrollout_rollouts", "modelrollout_gate_evaluations_total", "modelrollout_rollback_actions_total",
     "modelrollout_stage_info",

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_helpers import CHART, REPO_ROOT, Helm, one
+from chart_helpers import CHART, REPO_ROOT, Helm, one, promtool_checks, promtool_unit_tests_pass
 
 from devstack.prometheus import promtool
 
@@ -29,17 +29,12 @@ def alerts(groups: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_promtool_checks_the_rules_file() -> None:
-    result = subprocess.run([promtool(), "check", "rules", str(RULES)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"SUCCESS: {len(alerts(yaml.safe_load(RULES.read_text())))} rules found" in result.stdout
+    promtool_checks(RULES, len(alerts(yaml.safe_load(RULES.read_text()))))
 
 
 @pytest.mark.slow
 def test_promtool_unit_tests_pass() -> None:
-    result = subprocess.run([promtool(), "test", "rules", str(RULE_TESTS)], capture_output=True, text=True,
-                            cwd=RULE_TESTS.parent, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout
+    promtool_unit_tests_pass(RULE_TESTS)
 
 
 def test_every_alert_has_a_firing_and_a_silent_unit_test() -> None:
@@ -73,7 +68,8 @@ def test_the_plans_alerts_are_there_with_runbooks_summary_and_description() -> N
 
 def test_the_prometheus_rule_embeds_the_file_with_absolute_runbook_links(helm: Helm, tmp_path: Path) -> None:
     base = "https://runbooks.example.org/modelrollout/"
-    rule = one(helm.render({"monitoring": {"enabled": True, "runbookBaseUrl": base}}), "PrometheusRule")
+    rule = one(helm.render({"monitoring": {"enabled": True, "runbookBaseUrl": base}}), "PrometheusRule",
+               "mro-modelrollout")
     expected = copy.deepcopy(yaml.safe_load(RULES.read_text()))
     for alert in alerts(expected):
         alert["annotations"]["runbook_url"] = base + Path(alert["annotations"]["runbook_url"]).name

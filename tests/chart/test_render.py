@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import yaml
-
 from chart_helpers import CHART, NAMESPACE, REPO_ROOT, Helm, of_kind, one
 
 
@@ -21,8 +20,8 @@ def test_template_renders_only_the_expected_objects(helm: Helm) -> None:
     assert not [line for line in result.stderr.splitlines() if "symbolic link" not in line], result.stderr
     kinds = sorted(doc["kind"] for doc in yaml.safe_load_all(result.stdout) if doc)
     assert kinds == sorted(["ServiceAccount", "Role", "RoleBinding", "Role", "RoleBinding", "Deployment",
-                            "PodDisruptionBudget", "Service", "ServiceMonitor", "PrometheusRule", "KopfPeering",
-                            "ConfigMap", "ConfigMap", "ConfigMap"])
+                            "PodDisruptionBudget", "Service", "ServiceMonitor", "PrometheusRule", "PrometheusRule",
+                            "KopfPeering", "ConfigMap", "ConfigMap", "ConfigMap"])
 
 
 def test_crds_come_from_the_repository_crds_folder_once(helm: Helm) -> None:

@@ -25,8 +25,8 @@ from devstack.mlflow import MlflowServer
 from devstack.process import Server, free_port, http_ok
 from devstack.simulator import DeskConfig, Replay, TradingDesk, market
 from model_runtime.cli import main as model_runtime
-from model_runtime.config import read_config_dir
-from model_runtime.journal import ClosedTrade, read_closed_since
+from model_runtime.loss_flag import read_config_dir
+from model_runtime.outcomes.journal import ClosedTrade, read_closed_since
 
 SYMBOLS = ("BTCUSDC", "ETHUSDC")
 FOCAL = "focal:gamma=2,alpha=0.25"

@@ -40,7 +40,7 @@ def test_happy_path_reaches_full_only_after_promote(scenario: Scenario, operator
     gates = {(g["name"], g["symbol"]): g for g in scenario.status()["triggers"]}
     assert gates[("expectancy-negative", "BTCUSDC")]["verdict"] == "Pass"
     assert scenario.effective_flags()["ETHUSDC"] == "binary:logistic", "full must not start before approval"
-    assert scenario.aliases() == {s: "1" for s in SYMBOLS}
+    assert scenario.aliases() == dict.fromkeys(SYMBOLS, "1")
 
     promoted = scenario.kubectl("modelrollout", "promote", "focal-loss", "--ticket", "CHG-1234")
     assert "promote requested" in promoted.stdout and "CHG-1234" in promoted.stdout
@@ -49,7 +49,7 @@ def test_happy_path_reaches_full_only_after_promote(scenario: Scenario, operator
     status = scenario.wait_phase("Completed", timeout=120)
     assert status["live"] == "5/5"
     assert set(scenario.effective_flags().values()) == {"focal:gamma=2,alpha=0.25"}
-    assert scenario.aliases() == {s: "2" for s in SYMBOLS}
+    assert scenario.aliases() == dict.fromkeys(SYMBOLS, "2")
     assert status["versions"]["champion"] and all(v == "1" for v in status["versions"]["champion"].values())
 
     tables = dict(scenario.seen)
@@ -72,7 +72,7 @@ def test_canary_rolls_back_when_expectancy_turns_negative(scenario: Scenario, op
     status = scenario.wait_phase("RolledBack", timeout=60)
     assert "expectancy-negative" in status["rollback"]["reason"]
     assert set(scenario.effective_flags().values()) == {"binary:logistic"}
-    assert scenario.aliases() == {s: "1" for s in SYMBOLS}
+    assert scenario.aliases() == dict.fromkeys(SYMBOLS, "1")
     steps = [a["type"] for a in done_actions(status, "rollback")]
     assert steps[0] == "setFlag" and "moveAlias" in steps and "pinFeatures" in steps
     assert steps.index("moveAlias") < steps.index("pinFeatures"), "spec order: configMap, mlflowAlias, feature"
@@ -92,7 +92,7 @@ def test_failed_shadow_gate_touches_nothing_live(scenario: Scenario, operator: S
     assert status["live"] == "0/5"
     assert any(g["kind"] == "sweep/cohensD" and g["verdict"] == "Fail" for g in status["gates"])
     assert scenario.configmap() == before
-    assert scenario.aliases() == {s: "1" for s in SYMBOLS}
+    assert scenario.aliases() == dict.fromkeys(SYMBOLS, "1")
     retried = scenario.kubectl("modelrollout", "retry", "focal-loss")
     assert retried.returncode == 0
     scenario.wait_for(lambda s: any(e["reason"] == "RetryRejected" for e in scenario.events()), "retry rejected")
@@ -204,4 +204,4 @@ def test_deleting_an_unfinished_rollout_reverts_its_levers_first(scenario: Scena
     scenario.kubectl("delete", "mro", "focal-loss", "--timeout=60s")  # returns once the finalizer is gone
     assert scenario.kubectl("get", "mro", "focal-loss", check=False).returncode != 0
     assert set(scenario.effective_flags().values()) == {"binary:logistic"}
-    assert scenario.aliases() == {s: "1" for s in SYMBOLS}
+    assert scenario.aliases() == dict.fromkeys(SYMBOLS, "1")

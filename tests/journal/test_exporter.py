@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.process import free_port
-from model_runtime.journal import TRADES, ClosedTrade, create_journal, record_trades
-from model_runtime.journal_exporter import JournalCollector, parse_duration
+from model_runtime.outcomes.exporter import JournalCollector, parse_duration
+from model_runtime.outcomes.journal import TRADES, ClosedTrade, create_journal, record_trades
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 OUTCOMES = ("expectancy_net_realized", "expectancy_net_stddev", "n_trades", "sortino_ratio", "live_f1_buy")
@@ -153,7 +153,7 @@ def http_samples(url: str, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+            with urllib.request.urlopen(url, timeout=2) as response:
                 values = samples(response.read().decode())
             if ("journal_exporter_last_refresh_timestamp_seconds", ()) in values:
                 return values
@@ -196,7 +196,7 @@ def test_counters_count_each_trade_once_since_start_and_survive_an_outage(engine
 
 
 def test_the_command_serves_metrics_and_outlives_database_errors(journal_url: str, tmp_path: Path) -> None:
-    """The real process: `python -m model_runtime.journal_exporter`, scraped over HTTP."""
+    """The real process: `python -m model_runtime.outcomes.exporter`, scraped over HTTP."""
     engine = sa.create_engine(journal_url)
     create_journal(engine)
     now = datetime.now(UTC)
@@ -205,7 +205,7 @@ def test_the_command_serves_metrics_and_outlives_database_errors(journal_url: st
     port = free_port()
     log = (tmp_path / "exporter.log").open("w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "model_runtime.journal_exporter", "--window", "1h", "--max-staleness", "30m",
+        [sys.executable, "-m", "model_runtime.outcomes.exporter", "--window", "1h", "--max-staleness", "30m",
          "--refresh-interval", "1s", "--host", "127.0.0.1", "--port", str(port)],
         env={"MODELROLLOUT_JOURNAL_DB_URL": journal_url, "PATH": "/usr/bin:/bin"}, stdout=log, stderr=log)
     try:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from model_runtime.journal import ClosedTrade, MalformedRow, outcome_stats, summarize, validate_row
+from model_runtime.outcomes.journal import ClosedTrade, MalformedRow, outcome_stats, summarize, validate_row
 
 NOW = datetime(2026, 1, 10, 12, 0, tzinfo=UTC)
 
@@ -68,7 +68,7 @@ def test_sqlite_and_postgres_shapes_of_a_row_validate_alike() -> None:
     assert sqlite_row.closed_at.tzinfo is not None
 
 
-@pytest.mark.parametrize("overrides, attributed", [
+@pytest.mark.parametrize(("overrides", "attributed"), [
     ({"symbol": None}, False),
     ({"symbol": "btc/usdc"}, False),
     ({"variant": ""}, False),

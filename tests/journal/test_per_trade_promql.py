@@ -1,6 +1,7 @@
-"""The per-trade PromQL the demo's gates use, over the real exporter scraped by the real Prometheus:
-a candidate that trades exactly as the baseline, but only since the middle of the baseline's
-history, reads the same statistics over a window that starts two seconds after its first trade."""
+"""The per-trade PromQL the product recommends (and the demo's gates use), over the chart's
+recording rules on the real exporter scraped by the real Prometheus: a candidate that trades
+exactly as the baseline, but only since the middle of the baseline's history, reads the same
+statistics over a window that starts two seconds after its first trade."""
 
 from __future__ import annotations
 
@@ -16,12 +17,12 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, start_http_server
 
-from devstack.demo import per_trade_queries
 from devstack.process import free_port
-from devstack.prometheus import PrometheusServer, start_prometheus
-from model_runtime.journal import ClosedTrade, create_journal, record_trades
-from model_runtime.journal_exporter import JournalCollector
+from devstack.prometheus import CHART_RULE_FILES, PrometheusServer, start_prometheus
+from model_runtime.outcomes.exporter import JournalCollector
+from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 from modelrollout.gates import render_query
+from modelrollout.outcome_queries import per_trade_queries
 from modelrollout.prometheus_provider import PrometheusProvider
 
 pytestmark = pytest.mark.slow
@@ -83,7 +84,7 @@ def journal(tmp_path: Path) -> Iterator[Journal]:
 
 @pytest.fixture
 def prometheus(tmp_path: Path, journal: Journal) -> Iterator[PrometheusServer]:
-    server = start_prometheus(tmp_path / "prometheus", [journal.target])
+    server = start_prometheus(tmp_path / "prometheus", [journal.target], rule_files=CHART_RULE_FILES)
     yield server
     server.stop()
 

@@ -8,14 +8,14 @@ import threading
 import pytest
 
 from model_runtime import cli
-from model_runtime.batch_metrics import TrainerMetrics
-from model_runtime.config import LossSpec
-from model_runtime.server import ServeSettings
-from model_runtime.sweep import SweepSettings
+from model_runtime.loss_flag import LossSpec
+from model_runtime.serving.server import ServeSettings
+from model_runtime.training.job_metrics import TrainerMetrics
+from model_runtime.training.sweep_job import SweepSettings
 
 
 def test_journal_exporter_gets_the_remaining_arguments(monkeypatch):
-    import model_runtime.journal_exporter as journal
+    import model_runtime.outcomes.exporter as journal
 
     calls = []
     monkeypatch.setattr(journal, "main", lambda argv: calls.append(argv) or 7)
@@ -48,7 +48,7 @@ def pushgateway():
     received: list[tuple[str, str, bytes]] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:  # noqa: N802 (http.server naming)
+        def do_PUT(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             received.append((self.command, self.path, body))
             self.send_response(202)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from model_runtime.config import LossFlags, LossSpec, current_flag_values, read_config_dir
-from model_runtime.server import wanted_alias
-from model_runtime.tracking import Naming
+from model_runtime.loss_flag import LossFlags, LossSpec, current_flag_values, read_config_dir
+from model_runtime.registry import Naming
+from model_runtime.serving.server import wanted_alias
 
 
 @pytest.mark.parametrize(("text", "kind", "gamma", "alpha"), [

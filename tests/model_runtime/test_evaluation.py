@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
 from model_runtime.drift import build_reference, psi
-from model_runtime.evaluation import (
+from model_runtime.loss_flag import LossSpec
+from model_runtime.training.booster import (
+    BoosterParams,
+    SplitSpec,
+    booster_params,
+    fit_fold,
+    margins,
+    time_splits,
+    to_dataset,
+)
+from model_runtime.training.evaluation import (
     evaluate,
-    expected_calibration_error,
     expectancy_net,
+    expected_calibration_error,
     fit_temperature,
     probabilities,
     sharpness,
 )
-from model_runtime.synthetic import feature_names, generate_market
-from model_runtime.config import LossSpec
-from model_runtime.training import BoosterParams, SplitSpec, booster_params, fit_fold, margins, time_splits, to_dataset
+from model_runtime.training.synthetic import feature_names, generate_market
 
 RNG = np.random.default_rng(7)
 
@@ -57,7 +67,7 @@ def test_walk_forward_folds_are_ordered_disjoint_and_gapped():
     for fold in folds:
         assert fold.train.stop + 12 <= fold.validation.start
         assert fold.validation.stop + 12 <= fold.holdout.start
-    assert all(a.holdout.stop <= b.holdout.start for a, b in zip(folds, folds[1:]))
+    assert all(a.holdout.stop <= b.holdout.start for a, b in itertools.pairwise(folds))
     assert folds[-1].holdout.stop <= 20_000 and folds[0].train.start == 0
     with pytest.raises(ValueError, match="too few"):
         time_splits(300, SplitSpec(folds=13, holdout=0.5))

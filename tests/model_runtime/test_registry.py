@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from model_runtime.cli import main
 from model_runtime.drift import ARTIFACT_PATH
-from model_runtime.model_store import load_served_model
+from model_runtime.serving.model_store import load_served_model
 
 pytestmark = pytest.mark.slow
 

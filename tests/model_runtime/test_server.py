@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from devstack.mlflow import start_mlflow
 from devstack.process import Server, free_port, http_ok
 from model_runtime.cli import main
-from model_runtime.synthetic import feature_names, generate_market
+from model_runtime.training.synthetic import feature_names, generate_market
 
 pytestmark = pytest.mark.slow
 BIN = shutil.which("model-runtime", path=str(Path(sys.executable).parent)) or "model-runtime"
@@ -38,7 +38,7 @@ def write_volume(root: Path, version: str, values: dict[str, str]) -> None:
     for key in values:
         if not (root / key).is_symlink():
             (root / key).symlink_to(f"..data/{key}")
-    for stale in set(p.name for p in root.iterdir() if p.is_symlink() and not p.name.startswith("..")) - set(values):
+    for stale in {p.name for p in root.iterdir() if p.is_symlink() and not p.name.startswith("..")} - set(values):
         (root / stale).unlink()
 
 

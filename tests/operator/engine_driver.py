@@ -67,7 +67,7 @@ class World:
         aliases = {(m, spec.models.aliases.champion): CHAMPION for m in models}
         aliases |= {(m, spec.models.aliases.candidate): CANDIDATE for m in models}
         return cls(flags={spec.change.key: spec.change.baseline}, aliases=aliases,
-                   pins={m: f"run-{CHAMPION}" for m in models})
+                   pins=dict.fromkeys(models, f"run-{CHAMPION}"))
 
     def apply(self, action: Action) -> None:
         if action.type == "setFlag":
@@ -175,9 +175,9 @@ class Driver:
         triggers: list[Measurement] = []
         if plan.triggers is not None and trigger is not None:
             for rule in plan.triggers.rollback_triggers:
-                for symbol in self.spec.stage_symbols(plan.triggers):
-                    triggers.append(measurement(rule.name, trigger, self.now, kind="trigger", symbol=symbol,
-                                                value=-1.0 if trigger == "Fail" else 1.0))
+                triggers.extend(measurement(rule.name, trigger, self.now, kind="trigger", symbol=symbol,
+                                            value=-1.0 if trigger == "Fail" else 1.0)
+                                for symbol in self.spec.stage_symbols(plan.triggers))
         versions = self.world.versions(self.spec) if plan.versions and self.mlflow_up else None
         return Observation(gates=tuple(measured), triggers=tuple(triggers), versions=versions,
                            versions_error=None if versions is not None or not plan.versions else "MLflow down",

@@ -5,22 +5,22 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from devstack.series import SeriesFeed
 
 from devstack.process import free_port
 from devstack.prometheus import PrometheusServer
+from devstack.series import SeriesFeed
 from modelrollout.analysis import measure_stage, prometheus_for
 from modelrollout.observation import QueryResult, SweepEvidence, SweepRow
 from modelrollout.prometheus_provider import PrometheusProvider
-from modelrollout.spec import ModelRolloutSpec, Stage
+from modelrollout.spec import ModelRolloutSpec
 from modelrollout.status import Measurement
 
-NOW = datetime(2025, 1, 6, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parent / "plan_as_written.yaml"  # gauges: the fixed-sample kinds
 SPEC = ModelRolloutSpec.model_validate(yaml.safe_load(EXAMPLE.read_text())["spec"])
 SHADOW, CANARY, FULL = SPEC.stages

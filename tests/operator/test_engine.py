@@ -6,8 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-
 from engine_driver import CANDIDATE, CHAMPION, START, Driver, make_spec, measurement
+
 from modelrollout.engine import (
     Event,
     decide,
@@ -432,7 +432,7 @@ def test_inconclusive_before_min_duration_holds_without_counting() -> None:
 def test_a_missing_gate_is_inconclusive_never_a_pass() -> None:
     driver = Driver()
     driver.to_canary()
-    partial = {g: "Pass" for g in CANARY_GATES[1:]}  # the first gate has no measurement at all
+    partial = dict.fromkeys(CANARY_GATES[1:], "Pass")  # the first gate has no measurement at all
     for _ in range(3):
         decision = driver.step(gates=partial, advance=30)
         assert decision.status.stage == "canary"
@@ -455,7 +455,7 @@ def test_inconclusive_beyond_limit_pauses_and_retry_resumes() -> None:
     for _ in range(3):  # a human must look: clean passes do not resume it
         assert driver.step().status.phase == "Paused"
     decision = driver.step(requests=[driver.retry()])
-    assert [e.reason for e in decision.events][0] == "Progressing"
+    assert next(e.reason for e in decision.events) == "Progressing"
     assert decision.status.counters.inconclusive == 0
     assert decision.status.phase == "AwaitingApproval"  # resumed, and the gates passed in the same cycle
 

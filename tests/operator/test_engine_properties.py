@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from engine_driver import CHAMPION, Cycle, Driver, make_spec
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
-from engine_driver import CHAMPION, Cycle, Driver, make_spec
 from modelrollout.engine import PAUSED_BY_SPEC, pending_actions
 from modelrollout.observation import Request
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration

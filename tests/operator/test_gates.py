@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,7 @@ from modelrollout.gates import (
 from modelrollout.observation import QueryResult
 from modelrollout.spec import SYMBOL_PATTERN, Gate, ModelRolloutSpec, NoFiringAlertGate, RollbackTrigger
 
-NOW = datetime(2025, 1, 6, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 PLAN = Path(__file__).resolve().parent / "plan_as_written.yaml"  # the fixed-sample kinds
 SPEC = ModelRolloutSpec.model_validate(yaml.safe_load(PLAN.read_text())["spec"])
 CANARY = next(s for s in SPEC.stages if s.type == "canary")

@@ -9,12 +9,13 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
-from devstack.series import SeriesFeed
 
 from devstack.process import free_port
 from devstack.prometheus import PrometheusServer
+from devstack.series import SeriesFeed
 from modelrollout.prometheus_provider import PrometheusProvider
 
 
@@ -90,9 +91,9 @@ def test_a_prometheus_that_never_answers_is_an_error_within_the_timeout() -> Non
 class _RecordingPrometheus(BaseHTTPRequestHandler):
     """Answers every instant query with one sample and remembers the Authorization header."""
 
-    seen: list[str | None] = []
+    seen: ClassVar[list[str | None]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.seen.append(self.headers.get("Authorization"))
         body = json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
             {"metric": {"symbol": "BTCUSDC"}, "value": [time.time(), "2"]}]}}).encode()

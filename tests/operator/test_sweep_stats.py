@@ -14,7 +14,7 @@ from scipy.stats import ttest_rel
 from modelrollout.observation import SweepEvidence, SweepRow
 from modelrollout.spec import SweepGate
 from modelrollout.status import Measurement
-from modelrollout.sweep_stats import BH_P, CALIBRATION, COHENS_D, LIFT_CI, ROWS, evaluate_sweep
+from modelrollout.sweep_stats import BH_P, CALIBRATION, COHENS_D, LIFT_CI, ROWS, _benjamini_hochberg, evaluate_sweep
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SYMBOLS = ("BTCUSDC", "ETHUSDC", "SOLUSDC")
@@ -95,6 +95,35 @@ def test_benjamini_hochberg_rejects_an_effect_that_only_the_raw_p_value_would_ac
     assert bh.value == pytest.approx(raw_p * len(symbols))  # the smallest of 5 p-values, the others being large
     assert bh.value >= 0.05 and bh.verdict == "Fail"
     assert f"p = {raw_p:.4g}" in bh.message and "over 5 symbol(s)" in bh.message
+
+
+def test_benjamini_hochberg_adjusted_p_values_are_those_statsmodels_gave() -> None:
+    """The adjustment moved from statsmodels' multipletests(method='fdr_bh') to scipy's
+    false_discovery_control: these are the values the gate reported before, to the last bits."""
+    symbols = ("BTCUSDC", "ETHUSDC", "SOLUSDC", "BNBUSDC")
+    lifts = (0.005, 0.005, 0.003, 0.007)
+    rows = [row for i, (symbol, lift) in enumerate(zip(symbols, lifts, strict=True))
+            for row in lifted(symbol, lift, seed=i)]
+
+    result = evaluate(rows, symbols=symbols)
+
+    before = (0.43474930062052747, 0.04340380575744065, 0.20895653654861857, 0.029423518289441175)
+    assert [check(result, BH_P, symbol).value for symbol in symbols] == pytest.approx(before, rel=1e-12)
+    assert [check(result, BH_P, symbol).verdict for symbol in symbols] == ["Fail", "Pass", "Fail", "Pass"]
+
+
+def test_benjamini_hochberg_on_the_papers_example() -> None:
+    """Benjamini & Hochberg (1995), section 4: 15 p-values, q = 0.05 rejects the four smallest."""
+    p = (0.0001, 0.0004, 0.0019, 0.0095, 0.0201, 0.0278, 0.0298, 0.0344, 0.0459, 0.3240, 0.4262, 0.5719,
+         0.6528, 0.7590, 1.000)
+    adjusted = _benjamini_hochberg({f"S{i}": value for i, value in enumerate(p)})
+
+    assert list(adjusted) == [f"S{i}" for i in range(len(p))]
+    assert [value < 0.05 for value in adjusted.values()] == [True] * 4 + [False] * 11
+    statsmodels_fdr_bh = (0.0015, 0.003, 0.0095, 0.035625, 0.0603, 0.06385714285714286, 0.06385714285714286,
+                          0.0645, 0.0765, 0.486, 0.5811818181818182, 0.714875, 0.7532307692307693,
+                          0.8132142857142857, 1.0)
+    assert list(adjusted.values()) == pytest.approx(statsmodels_fdr_bh, rel=1e-12)
 
 
 def test_calibration_worse_than_baseline_plus_tolerance_fails() -> None:

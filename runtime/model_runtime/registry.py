@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from model_runtime.drift import ARTIFACT_PATH
 
 if TYPE_CHECKING:  # the server uses this module too and needs no training stack (SymPy, Numba)
-    from model_runtime.training import TrainedModel
+    from model_runtime.training.booster import TrainedModel
 
 FEATURE_RUN_TAG = "feature_artifact_run_id"
 MODEL_ARTIFACT = "model"

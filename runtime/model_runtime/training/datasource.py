@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from model_runtime.synthetic import MarketSpec, generate_market
+from model_runtime.training.synthetic import MarketSpec, generate_market
 
 
 def load_symbol_frames(symbols: list[str], *, data: Path | None, rows: int, seed: int) -> dict[str, pd.DataFrame]:

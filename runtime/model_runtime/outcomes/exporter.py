@@ -19,7 +19,8 @@ windows see it (`OutcomeTotals`), from which PromQL gets any window's per-trade 
     expectancy over w = growth of (profit - loss) / growth of trades,  growth of c = c - c offset w
 
 (not increase(c[w]): its edge extrapolation differs per young counter and skews the ratios;
-docs/semantics.md has the details, devstack.demo.per_trade_queries the full queries).
+docs/semantics.md has the details; the chart records these per symbol and variant, and
+modelrollout.outcome_queries writes the gate queries over them).
 
 A gauge averaged over time weighs every scrape alike; these weigh every trade alike, over
 exactly [now - w, now] for candidate and baseline. Every variant of VARIANTS starts at 0 for
@@ -53,8 +54,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, Field, field_validator
 
-from model_runtime.journal import (ClosedTrade, MalformedRow, OutcomeStats, OutcomeTotals, SeriesKey, outcome_stats,
-                                   read_closed_since)
+from model_runtime.outcomes.journal import (
+    ClosedTrade,
+    MalformedRow,
+    OutcomeStats,
+    OutcomeTotals,
+    SeriesKey,
+    outcome_stats,
+    read_closed_since,
+)
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import xgboost as xgb
 from pydantic import BaseModel, ConfigDict, Field
 from scipy.special import logit
 
-from model_runtime.config import LossSpec
 from model_runtime.drift import FeatureReference, build_reference
-from model_runtime.evaluation import evaluate
-from model_runtime.focal import focal_grad_hess, focal_objective
+from model_runtime.loss_flag import LossSpec
+from model_runtime.training.evaluation import evaluate
+from model_runtime.training.focal import focal_grad_hess, focal_objective
 
 LABEL = "label"
 FWD_RETURN = "fwd_return"

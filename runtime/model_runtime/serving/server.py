@@ -23,10 +23,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import DirectoryPath, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_runtime.config import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
-from model_runtime.model_store import ServedModel, load_served_model, registry_view
-from model_runtime.serving_metrics import ServerMetrics
-from model_runtime.tracking import Naming, connect
+from model_runtime.loss_flag import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
+from model_runtime.registry import Naming, connect
+from model_runtime.serving.metrics import ServerMetrics
+from model_runtime.serving.model_store import ServedModel, load_served_model, registry_view
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 10_000
@@ -155,7 +155,7 @@ class Runtime:
                     log.info("loaded %s@%s version=%s", name, alias, version)
                 self.loaded[symbol] = models
                 self.reselect(symbol)
-            except Exception as error:  # an outage or a broken version must not stop serving
+            except Exception as error:  # noqa: BLE001 - an outage or a broken version must not stop serving
                 errors.append(f"{name}: {error}")
                 log.warning("registry poll failed for %s, keeping the loaded models: %s", name, error)
         self.registry_error = "; ".join(errors) or None

@@ -15,9 +15,9 @@ import numpy as np
 import xgboost as xgb
 from mlflow.tracking import MlflowClient
 
-from model_runtime.config import LossSpec
 from model_runtime.drift import ARTIFACT_PATH, FeatureReference
-from model_runtime.tracking import FEATURE_RUN_TAG
+from model_runtime.loss_flag import LossSpec
+from model_runtime.registry import FEATURE_RUN_TAG
 
 
 @dataclass(frozen=True)

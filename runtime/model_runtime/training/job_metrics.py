@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, push_to_gateway, write_to_textfile
 
-from model_runtime.config import LossSpec
+from model_runtime.loss_flag import LossSpec
 
 log = logging.getLogger(__name__)
 JOB = "model-runtime-train"

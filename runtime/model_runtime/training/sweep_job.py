@@ -14,11 +14,11 @@ import uuid
 from mlflow.tracking import MlflowClient
 from pydantic import Field
 
-from model_runtime.config import LossSpec
-from model_runtime.datasource import load_symbol_frames
-from model_runtime.job import JobSettings
-from model_runtime.tracking import connect, experiment_id, log_metrics_run
-from model_runtime.training import SplitSpec, fit_fold, time_splits, to_dataset
+from model_runtime.loss_flag import LossSpec
+from model_runtime.registry import connect, experiment_id, log_metrics_run
+from model_runtime.training.booster import SplitSpec, fit_fold, time_splits, to_dataset
+from model_runtime.training.datasource import load_symbol_frames
+from model_runtime.training.job import JobSettings
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "(default: whenever the flag is focal)")
     serve.add_argument("--window", type=int, help="rows in the rolling PSI/sharpness window (default 1000)")
 
-    commands.add_parser("journal-exporter", help="see model_runtime.journal_exporter", add_help=False)
+    commands.add_parser("journal-exporter", help="see model_runtime.outcomes.exporter", add_help=False)
     return parser
 
 
@@ -78,19 +78,19 @@ def _settings_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from model_runtime.train import TrainSettings, run_train
+        from model_runtime.training.train_job import TrainSettings, run_train
         return run_train(TrainSettings(**_settings_kwargs(args)))
     if args.command == "sweep":
-        from model_runtime.sweep import SweepSettings, run_sweep
+        from model_runtime.training.sweep_job import SweepSettings, run_sweep
         return run_sweep(SweepSettings(**_settings_kwargs(args)))
-    from model_runtime.server import ServeSettings, run_server
+    from model_runtime.serving.server import ServeSettings, run_server
     return run_server(ServeSettings(**_settings_kwargs(args)))
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["journal-exporter"]:
-        from model_runtime.journal_exporter import main as journal_main
+        from model_runtime.outcomes.exporter import main as journal_main
         return journal_main(argv[1:])
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")

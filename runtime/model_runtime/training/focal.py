@@ -21,7 +21,6 @@ only for rows wrong by more than 2.8 logits (negative curvature) or right by mor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any

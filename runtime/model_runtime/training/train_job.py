@@ -7,12 +7,12 @@ from pathlib import Path
 
 from pydantic import Field
 
-from model_runtime.batch_metrics import TrainerMetrics
-from model_runtime.config import LossFlags, LossSpec, current_flag_values
-from model_runtime.datasource import load_symbol_frames
-from model_runtime.job import JobSettings
-from model_runtime.tracking import Naming, log_trained_model
-from model_runtime.training import SplitSpec, fit_fold, time_splits, to_dataset
+from model_runtime.loss_flag import LossFlags, LossSpec, current_flag_values
+from model_runtime.registry import Naming, log_trained_model
+from model_runtime.training.booster import SplitSpec, fit_fold, time_splits, to_dataset
+from model_runtime.training.datasource import load_symbol_frames
+from model_runtime.training.job import JobSettings
+from model_runtime.training.job_metrics import TrainerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ buffers, so a request only appends a row and the cost does not grow with the win
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
@@ -14,8 +15,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from model_runtime.drift import psi
-from model_runtime.evaluation import sharpness
-from model_runtime.model_store import ServedModel
+from model_runtime.serving.model_store import ServedModel
+from model_runtime.training.evaluation import sharpness
 
 PROBA_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -124,10 +125,8 @@ class ServerMetrics:
 
     def model_dropped(self, symbol: str, variant: str) -> None:
         for gauge in (self.f1_buy, self.ece_hold, self.training_sharpness):
-            try:
+            with contextlib.suppress(KeyError):  # never loaded
                 gauge.remove(symbol, variant)
-            except KeyError:
-                pass
 
     def serving(self, symbol: str, variant: str, model: ServedModel) -> None:
         loss = model.loss

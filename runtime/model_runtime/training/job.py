@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_runtime.config import Symbols, TrackingUri
-from model_runtime.training import BoosterParams
+from model_runtime.loss_flag import Symbols, TrackingUri
+from model_runtime.training.booster import BoosterParams
 
 
 class JobSettings(BaseSettings):

@@ -1,0 +1,1 @@
+"""Outcomes: the trade journal and its exporter, which turns closed trades into Prometheus metrics."""
