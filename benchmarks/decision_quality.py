@@ -49,7 +49,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import yaml
@@ -152,7 +151,7 @@ def trades(rng: np.random.Generator, stream: str, rate: int, ratio: float, runs:
 
 # -- the sequential statistic at every cycle -----------------------------------------------
 @dataclass(frozen=True)
-class Path_:
+class SidePath:
     """A sequence's side at each evaluated cycle of each run (the verdict holds until the next one)."""
 
     cycle: np.ndarray  # (runs, events), CYCLES + 1 where padded
@@ -173,7 +172,7 @@ def block_prefix(t: Trades, block: int, blocks: int) -> list[np.ndarray]:
     return [np.hstack([zero, np.cumsum(x, axis=1)]) for x in (sums ** 2, sums * counts, counts ** 2, counts)]
 
 
-def sequential_path(test: SequentialTest, candidate: Trades, baseline: Trades | None) -> Path_:
+def sequential_path(test: SequentialTest, candidate: Trades, baseline: Trades | None) -> SidePath:
     """The test's side at every cycle where its evidence changes, for every run at once."""
     block = int(parse_duration(test.block).total_seconds()) // CYCLE_S
     blocks = CYCLES // block
@@ -205,10 +204,10 @@ def sequential_path(test: SequentialTest, candidate: Trades, baseline: Trades | 
     interval = (difference_interval(c, moments["baseline"][0], test.alpha, test.planned_trades)
                 if baseline is not None else mean_interval(c, test.alpha, test.planned_trades))
     sides = np.where(seen, side(interval, test.bar(), test.higher_is_better), "padding")
-    return Path_(np.where(seen, cycle, CYCLES + 1), sides, moments)
+    return SidePath(np.where(seen, cycle, CYCLES + 1), sides, moments)
 
 
-def first_cycle(path: Path_, where: str) -> np.ndarray:
+def first_cycle(path: SidePath, where: str) -> np.ndarray:
     """Per run, the first cycle at which the sequence is on side `where` (CYCLES + 1: never)."""
     return np.where(path.side == where, path.cycle, CYCLES + 1).min(axis=1)
 
@@ -344,7 +343,7 @@ def canary_cell(rng: np.random.Generator, stream: str, rate: int, ratio: float, 
     g_test = gate.sequential
     assert g_test is not None
 
-    def trigger_paths(cand: Trades, base: Trades) -> list[Path_]:
+    def trigger_paths(cand: Trades, base: Trades) -> list[SidePath]:
         return [sequential_path(t.sequential, cand, base if t.sequential.against == "baseline" else None)
                 for t in triggers if t.sequential is not None]
 
@@ -353,7 +352,7 @@ def canary_cell(rng: np.random.Generator, stream: str, rate: int, ratio: float, 
     cand, base = (trades(rng, stream, rate, ratio, runs, market) for _ in range(2))
     paths = trigger_paths(cand, base)
     firsts = np.stack([first_cycle(p, "worse") for p in paths])
-    for trigger, first in zip(triggers, firsts):
+    for trigger, first in zip(triggers, firsts, strict=True):
         emit_share(f"decision_false_rollback_{trigger.name}_{cell}", int((first <= CYCLES).sum()), runs, 0.05, "lower")
     counted = np.array([not t.dry_run for t in triggers])  # a dry-run trigger is reported, never rolls back
     firsts = np.where(counted[:, None], firsts, CYCLES + 1)
@@ -384,7 +383,7 @@ def canary_cell(rng: np.random.Generator, stream: str, rate: int, ratio: float, 
     market = regimes(rng, runs)
     cand, base = trades(rng, stream, rate, ratio, runs, market, drop=True), trades(rng, stream, rate, ratio, runs,
                                                                                     market)
-    first = np.stack([first_cycle(p, "worse") for p, t in zip(trigger_paths(cand, base), triggers)
+    first = np.stack([first_cycle(p, "worse") for p, t in zip(trigger_paths(cand, base), triggers, strict=True)
                       if not t.dry_run]).min(0)
     detected = first <= CYCLES
     emit_share(f"decision_power_sequential_{cell}", int(detected.sum()), runs, 0.8, "higher")

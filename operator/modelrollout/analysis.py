@@ -69,7 +69,7 @@ def measure_stage(
         if isinstance(trigger_plan, ValueError):
             triggers += _invalid(trigger.name, "rollbackTrigger", symbols, trigger_plan, now)
         else:
-            triggers += evaluate_trigger(trigger, symbols, {role: answers[query] for role, query in plan.items()},
+            triggers += evaluate_trigger(trigger, symbols, {role: answers[query] for role, query in trigger_plan.items()},
                                          now, stage_ran)
     return gates, triggers
 

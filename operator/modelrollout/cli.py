@@ -16,19 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import yaml
-
 import kubernetes
+import yaml
 from kubernetes.client import ApiClient, AuthenticationV1Api, CustomObjectsApi, V1SelfSubjectReview
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.crd import GROUP, PLURAL, VERSION
 from modelrollout.engine import stage_duration
 from modelrollout.gates import human_duration
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX
 from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.replay import replay_stage
 from modelrollout.spec import ModelRolloutSpec, parse_duration
-from modelrollout.kube import REQUEST_ANNOTATION_PREFIX
 from modelrollout.status import TERMINAL_PHASES, Evidence, ModelRolloutStatus
 
 VERDICT_MARK = {"Pass": "✔", "Fail": "✖", "Inconclusive": "?", "Error": "!"}

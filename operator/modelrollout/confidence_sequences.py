@@ -48,13 +48,13 @@ def best_rho(v_opt: ArrayLike, alpha: float) -> FloatArray:
     Howard et al. (2021), Prop. 2 / confseq's `best_rho` for the two-sided normal mixture.
     """
     log_term = 2 * np.log(1 / alpha)
-    return np.asarray(v_opt, dtype=float) / (log_term + np.log(1 + log_term))
+    return np.asarray(np.asarray(v_opt, dtype=float) / (log_term + np.log(1 + log_term)), dtype=float)
 
 
 def normal_mixture_boundary(v: ArrayLike, alpha: float, rho: ArrayLike) -> FloatArray:
     """Howard et al. (2021) eq. (14): the two-sided normal-mixture uniform boundary on |S_t| at V_t = v."""
     v, rho = np.asarray(v, dtype=float), np.asarray(rho, dtype=float)
-    return np.sqrt((v + rho) * np.log((v + rho) / (rho * alpha ** 2)))
+    return np.asarray(np.sqrt((v + rho) * np.log((v + rho) / (rho * alpha ** 2))), dtype=float)
 
 
 def radius(se: ArrayLike, n_eff: ArrayLike, alpha: float, planned_trades: float) -> FloatArray:

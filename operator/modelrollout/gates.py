@@ -18,8 +18,7 @@ from statistics import NormalDist
 
 from modelrollout.confidence_sequences import Moments, difference_interval, mean_interval, side, trades_to_decide
 from modelrollout.observation import QueryResult
-from modelrollout.spec import (DURATION_PATTERN, SYMBOL_PATTERN, Comparator, Gate, RollbackTrigger, SequentialTest,
-                               parse_duration)
+from modelrollout.spec import DURATION_PATTERN, SYMBOL_PATTERN, Comparator, Gate, RollbackTrigger, SequentialTest, parse_duration
 from modelrollout.status import Evidence, Measurement, Verdict
 
 PLACEHOLDERS = ("symbols", "window", "variant")

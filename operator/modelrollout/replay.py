@@ -23,12 +23,17 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from modelrollout.confidence_sequences import Moments, mean_interval, side
-from modelrollout.gates import COMPARATORS, render_query
+from modelrollout.gates import render_query
 from modelrollout.observation import RangeResult
-from modelrollout.spec import RollbackTrigger, SequentialTest, Stage, parse_duration
+from modelrollout.spec import Comparator, RollbackTrigger, SequentialTest, Stage, parse_duration
 
 History = Callable[[str, datetime, datetime, float], RangeResult]
 
+
+# The gates' comparators, elementwise over a history.
+_ARRAY_COMPARATORS: dict[Comparator, Callable[..., object]] = {
+    ">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less,
+}
 
 @dataclass(frozen=True)
 class Finding:
@@ -79,7 +84,7 @@ def replay_stage(stage: Stage, symbols: Sequence[str], history: History, start: 
 def _grid(result: RangeResult, symbol: str, times: np.ndarray) -> np.ndarray:
     """The symbol's samples on the step grid; NaN where there is none."""
     values = np.full(times.shape, np.nan)
-    index = {t: v for t, v in result.values.get(symbol, [])}
+    index = dict(result.values.get(symbol, []))
     for i, t in enumerate(times):
         values[i] = index.get(float(t), np.nan)
     return values
@@ -107,7 +112,7 @@ def _sequential(name: str, test: SequentialTest, as_trigger: bool, symbols: Sequ
                                                else _grid(results[r], symbol, times)) for r in ("count", "sum", "squares"))
         fired = 0
         for begin in starts:
-            first = int(round((begin.timestamp() - start.timestamp()) / step_s)) + 1
+            first = round((begin.timestamp() - start.timestamp()) / step_s) + 1
             last = first + int(length.total_seconds() // step_s)
             sides = _sides(test, count[first:last], total[first:last], squares[first:last], per_block)
             worse = sides == "worse"
@@ -143,12 +148,13 @@ def _threshold(trigger: RollbackTrigger, symbols: Sequence[str], history: Histor
         return [Finding(trigger.name, s, len(starts), 0, f"error: {errors[0]}") for s in symbols]
     times = np.arange(start.timestamp(), end.timestamp() + 1e-9, step_s)
     delay = parse_duration(trigger.initial_delay).total_seconds() if trigger.initial_delay else 0.0
+    assert trigger.op is not None and trigger.value is not None  # a threshold trigger (the schema requires both)
     findings = []
     for symbol in symbols:
         values = _grid(value, symbol, times)
         samples = _grid(count, symbol, times) if count is not None else np.full(times.shape, np.inf)
         with np.errstate(invalid="ignore"):
-            breach = COMPARATORS[trigger.op](values, trigger.value) & np.isfinite(values) & (
+            breach = np.asarray(_ARRAY_COMPARATORS[trigger.op](values, trigger.value)) & np.isfinite(values) & (
                 np.nan_to_num(samples, nan=0.0) >= trigger.min_samples)
         fired = sum(bool(breach[(times >= b.timestamp() + delay) & (times <= (b + length).timestamp())].any())
                     for b in starts)

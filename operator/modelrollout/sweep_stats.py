@@ -110,7 +110,7 @@ def evaluate_sweep(gate_name: str, sweep: SweepGate, symbols: Sequence[str], evi
     lifts = {symbol: _lift(sample, sweep, seed) for symbol, sample in samples.items() if not sample.missing}
     adjusted = _benjamini_hochberg({symbol: lift.p for symbol, lift in lifts.items() if lift.p is not None})
 
-    checks = {symbol: _lift_checks(samples[symbol].missing, lifts.get(symbol), adjusted.get(symbol), len(tested),
+    checks = {symbol: _lift_checks(samples[symbol].missing, lifts.get(symbol), adjusted.get(symbol), len(adjusted),
                                    sweep, seed, _unpaired_note(pairs[symbol])) for symbol in symbols}
     if sweep.aggregation == "anySignificantNoneWorse":
         checks = _any_significant_none_worse(checks, lifts)

@@ -45,7 +45,7 @@ def baseline_history(mean: float, per_step: float = 0.15, seed: int = 0):
             window = int(48 * 3600 / step_s)
             sums, counts = np.convolve(pnl, np.ones(window))[:times.size], np.convolve(trades, np.ones(window))[:times.size]
             values = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
-        return RangeResult(query=query, values={"BTCUSDC": [(float(t), float(v)) for t, v in zip(times, values)]})
+        return RangeResult(query=query, values={"BTCUSDC": [(float(t), float(v)) for t, v in zip(times, values, strict=True)]})
     return history, asked
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from engine_driver import START, make_spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,6 @@ from modelrollout.engine import decide
 from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_queries
 from modelrollout.observation import Observation, QueryResult
 from modelrollout.spec import Gate, ModelRolloutSpec, RollbackTrigger
-from engine_driver import START, make_spec
 
 NOW = START + timedelta(days=7)
 RAN = timedelta(days=7)
