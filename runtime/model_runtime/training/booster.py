@@ -17,7 +17,6 @@ from scipy.special import logit
 from model_runtime.drift import FeatureReference, build_reference
 from model_runtime.loss_flag import LossSpec
 from model_runtime.training.evaluation import evaluate
-from model_runtime.training.focal import focal_grad_hess, focal_objective
 
 LABEL = "label"
 FWD_RETURN = "fwd_return"
@@ -118,6 +117,8 @@ def booster_params(loss: LossSpec, params: BoosterParams, base_rate: float) -> d
     if not loss.is_focal:
         return {**common, "objective": "binary:logistic", "eval_metric": "logloss",
                 "base_score": base_rate, "min_child_weight": params.min_child_weight, "lambda": params.reg_lambda}
+    from model_runtime.training.focal import focal_grad_hess  # SymPy and Numba load only for a focal loss
+
     z0 = float(logit(base_rate))
     grid = np.array([z0, z0])
     labels = np.array([1.0, 0.0])
@@ -138,7 +139,10 @@ def train_booster(x: np.ndarray, y: np.ndarray, loss: LossSpec, params: BoosterP
     base_rate = float(np.clip(np.mean(y), 1e-3, 1 - 1e-3))
     xgb_params = booster_params(loss, params, base_rate)
     dtrain = xgb.DMatrix(x, label=y, nthread=params.nthread, feature_names=feature_names)
-    obj = focal_objective(gamma=loss.gamma, alpha=loss.alpha, nthread=params.nthread) if loss.is_focal else None
+    obj = None
+    if loss.is_focal:
+        from model_runtime.training.focal import focal_objective  # SymPy and Numba load only for a focal loss
+        obj = focal_objective(gamma=loss.gamma, alpha=loss.alpha, nthread=params.nthread)
     booster = xgb.train(xgb_params, dtrain, num_boost_round=params.rounds, obj=obj)
     booster.set_attr(loss_function=str(loss))
     return booster, xgb_params

@@ -53,7 +53,7 @@ def run_train(settings: TrainSettings) -> int:
                 alias=alias, tags={"symbol": symbol, "strategy": settings.strategy, "loss_function": str(loss),
                                    "variant": "candidate" if loss.is_focal else "baseline"})
             log.info("trained symbol=%s model=%s version=%s alias=%s f1_buy=%.4f ece_hold=%.4f", symbol, name,
-                     version.version, alias, trained.metrics["f1_buy"], trained.metrics["ece_hold"])
+                     version, alias, trained.metrics["f1_buy"], trained.metrics["ece_hold"])
         except Exception:
             failed += 1
             metrics.failure(loss)
