@@ -20,7 +20,7 @@ import model_runtime  # noqa: F401  (sets the OpenMP wait policy before xgboost 
 from devstack.bench import emit
 from model_runtime.loss_flag import LossSpec
 from model_runtime.training.booster import BoosterParams, booster_params, to_dataset
-from model_runtime.training.focal import focal_grad_hess, focal_objective
+from model_runtime.training.focal_kernel import focal_grad_hess, focal_objective
 from model_runtime.training.synthetic import MarketSpec, generate_market
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"

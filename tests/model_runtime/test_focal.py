@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from model_runtime.training.focal import HESS_FLOOR, T, focal_expressions, focal_grad_hess, focal_loss, focal_objective
+from model_runtime.training.focal import HESS_FLOOR, T, focal_expressions, focal_loss
+from model_runtime.training.focal_kernel import focal_grad_hess, focal_objective
 
 MARGINS = np.concatenate([np.linspace(-30, 30, 121), [-0.1, 1e-3, 0.7, 2.2]])
 PARAMS = [(0.0, 0.5), (0.5, 0.25), (1.0, 0.4), (2.0, 0.25), (3.0, 0.75)]

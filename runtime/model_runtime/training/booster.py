@@ -117,7 +117,7 @@ def booster_params(loss: LossSpec, params: BoosterParams, base_rate: float) -> d
     if not loss.is_focal:
         return {**common, "objective": "binary:logistic", "eval_metric": "logloss",
                 "base_score": base_rate, "min_child_weight": params.min_child_weight, "lambda": params.reg_lambda}
-    from model_runtime.training.focal import focal_grad_hess  # SymPy and Numba load only for a focal loss
+    from model_runtime.training.focal_kernel import focal_grad_hess  # Numba loads only for a focal loss
 
     z0 = float(logit(base_rate))
     grid = np.array([z0, z0])
@@ -141,7 +141,7 @@ def train_booster(x: np.ndarray, y: np.ndarray, loss: LossSpec, params: BoosterP
     dtrain = xgb.DMatrix(x, label=y, nthread=params.nthread, feature_names=feature_names)
     obj = None
     if loss.is_focal:
-        from model_runtime.training.focal import focal_objective  # SymPy and Numba load only for a focal loss
+        from model_runtime.training.focal_kernel import focal_objective  # Numba loads only for a focal loss
         obj = focal_objective(gamma=loss.gamma, alpha=loss.alpha, nthread=params.nthread)
     booster = xgb.train(xgb_params, dtrain, num_boost_round=params.rounds, obj=obj)
     booster.set_attr(loss_function=str(loss))
