@@ -61,7 +61,10 @@ class RollingStats(Collector):
         if buffer is None or buffer.data.shape[1] != x.shape[1]:
             buffer = self.features[symbol] = RingBuffer(self.window, x.shape[1])
         buffer.extend(x)
-        self.outputs.setdefault((symbol, variant), RingBuffer(self.window, 1)).extend(proba[:, None])
+        outputs = self.outputs.get((symbol, variant))
+        if outputs is None:  # not setdefault: that would allocate a whole window on every request
+            outputs = self.outputs[(symbol, variant)] = RingBuffer(self.window, 1)
+        outputs.extend(proba[:, None])
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         drift = GaugeMetricFamily("feature_psi", "PSI of a top-5 feature over the rolling window vs training",
@@ -107,6 +110,7 @@ class ServerMetrics:
         self.rolling = RollingStats(window, served)
         r.register(self.rolling)
         self._labels: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._served_children: dict[tuple[str, str], tuple[Histogram, Histogram, Counter]] = {}
 
     def _replace(self, gauge: Gauge, key: tuple[str, str], labels: tuple[str, ...], value: float) -> None:
         """Keep exactly one series per key, so a switch never leaves a stale series behind."""
@@ -135,9 +139,14 @@ class ServerMetrics:
         self._replace(self.version_info, (symbol, "version"), (symbol, variant, model.version, model.alias), 1.0)
 
     def observe(self, symbol: str, variant: str, x: np.ndarray, proba: np.ndarray, seconds: float) -> None:
-        histogram = self.buy_proba.labels(symbol, variant)
-        for p in proba:
-            histogram.observe(float(p))
-        self.latency.labels(symbol).observe(seconds)
-        self.requests.labels(symbol, "200").inc()
+        """One answered request; the labelled children are looked up once per (symbol, variant), not per call."""
+        children = self._served_children.get((symbol, variant))
+        if children is None:
+            children = self._served_children[(symbol, variant)] = (
+                self.buy_proba.labels(symbol, variant), self.latency.labels(symbol), self.requests.labels(symbol, "200"))
+        histogram, latency, requests = children
+        for p in proba.tolist():
+            histogram.observe(p)
+        latency.observe(seconds)
+        requests.inc()
         self.rolling.observe(symbol, variant, x, proba)

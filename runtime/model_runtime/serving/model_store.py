@@ -51,8 +51,12 @@ class ServedModel:
         return [self.reference.features.index(name) for name in self.reference.top_features]
 
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Temperature-scaled buy probability; the booster returns margins for either loss."""
-        margin = self.booster.inplace_predict(x, predict_type="margin")
+        """Temperature-scaled buy probability; the booster returns margins for either loss.
+
+        validate_features=False skips only the Python-side width check (a second call into XGBoost per
+        request); XGBoost's own C++ check of the width still raises on a mismatch.
+        """
+        margin = self.booster.inplace_predict(x, predict_type="margin", validate_features=False)
         return 1.0 / (1.0 + np.exp(-np.asarray(margin, dtype=np.float64) / self.temperature))
 
 
