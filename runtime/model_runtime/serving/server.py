@@ -10,6 +10,7 @@ failed poll keeps the last loaded models serving and is reported in /readyz and 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -82,6 +83,18 @@ def parse_rows(payload: object, n_features: int) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+def freeze_heap() -> None:
+    """Collect, then exempt every object alive now from future collections (`gc.freeze`).
+
+    MLflow, pandas, scikit-learn and XGBoost leave a few hundred thousand long-lived objects, and every
+    full collection walks all of them: a pause of 100 ms and more on the event loop, paid by whichever
+    requests are in flight (the p99). Frozen, they are never walked again. Called at startup and after a
+    model load, the only times many long-lived objects appear, so what stays unfrozen is request garbage.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 class Runtime:
     """Loaded models, the current flags and what each symbol serves."""
 
@@ -133,6 +146,7 @@ class Runtime:
     async def poll_registry(self) -> None:
         """Reload every alias whose version or pinned feature run changed; keep serving on any failure."""
         errors = []
+        loaded = False
         naming = self.settings.naming
         for symbol in self.settings.symbols:
             name = naming.model_name(symbol, self.settings.strategy)
@@ -152,6 +166,7 @@ class Runtime:
                     models[alias] = await asyncio.to_thread(load_served_model, self.client, name, alias, version,
                                                             view.feature_run_id)
                     self.metrics.model_loaded(symbol, self.variant(alias), models[alias])
+                    loaded = True
                     log.info("loaded %s@%s version=%s", name, alias, version)
                 self.loaded[symbol] = models
                 self.reselect(symbol)
@@ -159,6 +174,8 @@ class Runtime:
                 errors.append(f"{name}: {error}")
                 log.warning("registry poll failed for %s, keeping the loaded models: %s", name, error)
         self.registry_error = "; ".join(errors) or None
+        if loaded:
+            freeze_heap()
         self.metrics.registry_up.set(0 if errors else 1)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
@@ -232,6 +249,7 @@ def build_app(settings: ServeSettings) -> web.Application:
 
     async def background(_: web.Application) -> AsyncIterator[None]:
         runtime.refresh_flags()
+        freeze_heap()
         tasks = [asyncio.create_task(_every(settings.config_poll_seconds, refresh_flags)),
                  asyncio.create_task(_every(settings.poll_seconds, runtime.poll_registry))]
         yield
