@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import mpmath
 import numpy as np
 import pytest
@@ -110,3 +114,24 @@ def test_custom_objective_trains_an_xgboost_model_end_to_end():
     test_margin = booster.inplace_predict(np.ascontiguousarray(x[test]), predict_type="margin")
     assert np.isfinite(test_margin).all()
     assert roc_auc_score(y[test], test_margin) > 0.85
+
+
+_KERNEL_PROBE = """
+import sys
+import numpy as np
+from model_runtime.focal_kernel import focal_grad_hess
+grad, hess = focal_grad_hess(np.array([-3.0, 0.2, 4.0]), np.array([1.0, 0.0, 1.0]), gamma=1.5, alpha=0.3)
+print(int("sympy" in sys.modules), *map(float.hex, [*grad, *hess]))
+"""
+
+
+@pytest.mark.slow
+def test_kernel_is_cached_on_disk_and_a_second_process_needs_no_sympy(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _KERNEL_PROBE], env=env, capture_output=True, text=True,
+                           check=True).stdout.split() for _ in range(2)]
+    assert runs[0][0] == "1" and runs[1][0] == "0"  # derived once, then loaded from the cache
+    assert runs[0][1:] == runs[1][1:]
+    grad, hess = focal_grad_hess(np.array([-3.0, 0.2, 4.0]), np.array([1.0, 0.0, 1.0]), gamma=1.5, alpha=0.3)
+    assert runs[1][1:] == list(map(float.hex, [*grad, *hess]))  # bitwise the in-process kernel
+    assert list((tmp_path / "model-runtime").glob("focal_kernel_*.py"))
