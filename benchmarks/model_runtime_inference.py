@@ -4,7 +4,9 @@ A real MLflow server and a real server process on loopback; this script is the s
 sends the load, open loop: requests leave on schedule whether or not earlier ones returned, each on
 its own task, so a slow server cannot slow the sender down and hide its own queueing. Latency runs
 from the moment a request is handed to the connection (the event loop's timers fire up to ~1 ms late,
-which is the client's slop, not the server's). Median of the runs' p50/p99. BENCH_QUICK=1: one short run.
+which is the client's slop, not the server's). Median of the runs' p50/p99 (goal: p99 < 2 ms on an idle
+machine); each run prints the load average beside its figures, because on a shared machine the load,
+not the server, decides the tail. BENCH_QUICK=1: one short run.
 """
 
 from __future__ import annotations
@@ -86,14 +88,14 @@ def main() -> None:
             p50.append(float(np.percentile(latencies, 50)) * 1e3)
             p99.append(float(np.percentile(latencies, 99)) * 1e3)
             print(f"run {run}: n={latencies.size} p50={p50[-1]:.2f}ms p99={p99[-1]:.2f}ms "
-                  f"max={latencies.max() * 1e3:.2f}ms", file=sys.stderr)
+                  f"max={latencies.max() * 1e3:.2f}ms; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
         with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
             buckets = {s.labels["le"]: s.value for f in text_string_to_metric_families(response.read().decode())
                        for s in f.samples if s.name == "inference_latency_seconds_bucket"}
         print(f"server-side share of requests handled within 5 ms: {buckets['0.005'] / buckets['+Inf']:.4f} "
               f"(1 ms: {buckets['0.001'] / buckets['+Inf']:.4f}); load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
         emit("model_runtime_inference_p50_ms_at_200rps", float(np.median(p50)), "ms", 2.0, "lower")
-        emit("model_runtime_inference_p99_ms_at_200rps", float(np.median(p99)), "ms", 5.0, "lower")
+        emit("model_runtime_inference_p99_ms_at_200rps", float(np.median(p99)), "ms", 2.0, "lower")
     finally:
         if server is not None:
             server.stop()
