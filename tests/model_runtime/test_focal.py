@@ -119,7 +119,7 @@ def test_custom_objective_trains_an_xgboost_model_end_to_end():
 _KERNEL_PROBE = """
 import sys
 import numpy as np
-from model_runtime.focal_kernel import focal_grad_hess
+from model_runtime.training.focal_kernel import focal_grad_hess
 grad, hess = focal_grad_hess(np.array([-3.0, 0.2, 4.0]), np.array([1.0, 0.0, 1.0]), gamma=1.5, alpha=0.3)
 print(int("sympy" in sys.modules), *map(float.hex, [*grad, *hess]))
 """
