@@ -83,9 +83,9 @@ def log_trained_model(trained: TrainedModel, *, tracking_uri: str, experiment: s
                       alias: str, tags: Mapping[str, str]) -> str:
     """One MLflow run with params, metrics, the feature reference and the model; registered and aliased.
 
-    Returns the new model version. Metrics are logged after the model, attached to it: MLflow links a run's earlier metrics to a newly
-    logged model by fetching each one's history (a request per metric). The version tags go in with the
-    registration rather than one request each afterwards.
+    Returns the new model version. Metrics are logged after the model, attached to it: MLflow links a
+    run's earlier metrics to a newly logged model by fetching each one's history (a request per metric).
+    The version tags go in with the registration rather than one request each afterwards.
     """
     client = connect(tracking_uri)
     with mlflow.start_run(experiment_id=experiment_id(client, experiment), tags=dict(tags)) as run:
