@@ -9,6 +9,7 @@ it. A test runs one corpus of invalid manifests through both and demands equal v
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
@@ -130,6 +131,17 @@ def _has_variant(template: str) -> str:
     return template
 
 
+def _url(text: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (parsing the port is the check: it raises on a bad one)
+    except ValueError as error:
+        raise ValueError(f"must be a URL that names a host: {error}") from None
+    if not parts.hostname:
+        raise ValueError("must be a URL that names a host")
+    return text
+
+
 def _alias(name: str) -> str:
     if name == "latest" or re.fullmatch(r"v[0-9]+", name):
         raise ValueError(f"{name!r} is reserved by MLflow (latest, v<number>)")
@@ -158,7 +170,9 @@ VariantPromQL = Annotated[
                "and once for the baseline"),)),
     _known_placeholders((*QUERY_PLACEHOLDERS, VARIANT_PLACEHOLDER)), AfterValidator(_has_variant)]
 """A query template run once per variant: it must hold {variant}, and may hold {symbols} and {window}."""
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)]
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024),
+                Cel((cel("isURL(self) && url(self).getHostname() != ''", "must be a URL that names a host"),)),
+                AfterValidator(_url)]
 Comparator = Literal[">=", ">", "<=", "<"]
 GateKind = Literal["threshold", "comparison", "sampleSize", "noFiringAlert", "sweep"]
 StageType = Literal["shadow", "canary", "full"]

@@ -108,8 +108,8 @@ _EXACT_BITS = 1074
 
 def _exact(value: float) -> int:
     """`value` as an integer count of 2**-1074: sums of these are exact, whatever their order."""
-    numerator, denominator = value.as_integer_ratio()
-    return numerator * ((1 << _EXACT_BITS) // denominator)
+    numerator, denominator = value.as_integer_ratio()  # the denominator is a power of two
+    return numerator << (_EXACT_BITS + 1 - denominator.bit_length())
 
 
 @dataclass(frozen=True)
