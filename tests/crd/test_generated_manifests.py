@@ -44,13 +44,23 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = [yaml.safe_load(path.read_text()) for path in sorted((REPO_ROOT / "examples").glob("focal-loss-rollout*.yaml"))]
 SPEC_SCHEMA = openapi_schema(ModelRolloutSpec)
 EXAMPLES_TRIED = 200
-TRICKY_STRINGS = [
-    "0s", "0ms", "0h0m", "1s1h", "1h1h", "5ms5s", "999999999w", "366d", "366d1s", "1h30m", "500ms", "48h", "7d", "",
-    "{symbols}", "{window}", "{variant}", "{symbol}", "{foo}", "x{", "}", "{key}", "{strategy}", "{key}__{symbol}",
-    "..", ".", ".a", "a/b", "../x", "latest", "v1", "V1", "champion", "candidate", "previous-champion", "BTCUSDC",
-    "X" * 300, 'up{job="x"}', 'rate(x{symbol=~"{symbols}",variant="{variant}"}[{window}])',
-    'sum by (symbol) (increase(x{symbol=~"{symbols}"}[{window}]))', "http://localhost:9090", "mlflow:5000",
-]
+QUERY_MAX = 4096  # the maxLength that marks a query template in the schema
+DURATIONS = ["0s", "0ms", "0h0m", "1s1h", "1h1h", "5ms5s", "999999999w", "99999999999d", "366d", "366d1s", "1h30m",
+             "500ms", "48h", "7d", "", "-5m", "5"]
+NAMES = ["", "..", ".", ".a", "a/b", "../x", "latest", "v1", "V1", "champion", "candidate", "previous-champion",
+         "BTCUSDC", "X" * 300, "{symbol}", "{foo}", "x{", "}", "{key}", "{strategy}", "{key}__{symbol}",
+         "http://localhost:9090", "http://:9090", "mlflow:5000"]
+QUERY_EDITS = [("{symbols}", "{symbol}"), ("{window}", "{windw}"), ("{variant}", "candidate"),
+               ('variant="candidate"', 'variant="{variant}"'), ("{window}", "0s"), ("[{window}]", "[{window}] {x}"),
+               ("{symbols}", "{symbols}|{variant}")]
+
+
+def edited_query(query: str) -> st.SearchStrategy[str]:
+    """The query with a placeholder misspelt, dropped or added, as a user might edit it."""
+    edits = [(old, new) for old, new in QUERY_EDITS if old in query]
+    return st.sampled_from(edits).map(lambda edit: query.replace(*edit)) if edits else st.just(query + "{window}")
+
+
 Path_ = tuple[str | int, ...]
 
 
@@ -76,7 +86,7 @@ def from_schema(schema: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any
                  else st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=40))
         if schema.get("format") == "date":
             drawn = st.dates().map(lambda d: d.isoformat())
-        return st.one_of(drawn, st.sampled_from(TRICKY_STRINGS))
+        return drawn
     if kind == "integer":
         low, high = schema.get("minimum", -3), schema.get("maximum", 10**6)
         return st.integers(min_value=int(low) - 2, max_value=int(high) + 2)
@@ -102,14 +112,34 @@ def at(spec: Any, path: Path_) -> Any:
     return spec
 
 
+def is_query(schema: dict[str, Any]) -> bool:
+    return schema.get("maxLength") == QUERY_MAX
+
+
+def is_duration(schema: dict[str, Any]) -> bool:
+    return schema.get("pattern") == DURATION_PATTERN
+
+
 @st.composite
 def manifests(draw: st.DrawFn) -> dict[str, Any]:
+    """An example with one to three mutations: generic ones from the schema, and targeted ones
+    (a query edited, a duration or a name set to a tricky value) that reach the operator's inputs."""
     manifest = copy.deepcopy(draw(st.sampled_from(EXAMPLES)))
     spec = manifest["spec"]
     for _ in range(draw(st.integers(min_value=1, max_value=3))):
         found = list(nodes(spec, SPEC_SCHEMA))
+        strings = [node for node in found if node[0] and isinstance(node[1], str)]
+        targeted = {"query": ([n for n in strings if is_query(n[2])], edited_query),
+                    "duration": ([n for n in strings if is_duration(n[2])], lambda _: st.sampled_from(DURATIONS)),
+                    "name": ([n for n in strings if not is_query(n[2]) and not is_duration(n[2])],
+                             lambda _: st.sampled_from(NAMES))}
+        operation = draw(st.sampled_from(["query", "duration", "name", "replace", "add", "remove", "duplicate"]))
+        if operation in targeted:
+            candidates, values = targeted[operation]
+            path, value, _ = draw(st.sampled_from(candidates))
+            at(spec, path[:-1])[path[-1]] = draw(values(value))
+            continue
         path, value, schema = draw(st.sampled_from(found))
-        operation = draw(st.sampled_from(["replace", "replace", "add", "remove", "duplicate"]))
         if operation == "add" and isinstance(value, dict):
             absent = [name for name in schema.get("properties", {}) if name not in value]
             if absent:
