@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from devstack.bench import emit
 from devstack.postgres import start_postgres
-from model_runtime.journal import ClosedTrade, create_journal, record_trades
-from model_runtime.journal_exporter import JournalCollector
+from model_runtime.outcomes.exporter import JournalCollector
+from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
 TRADES = 50_000 if QUICK else 1_000_000
@@ -30,13 +30,12 @@ REFRESHES = 20
 
 def fill(engine: sa.Engine, trades: int) -> None:
     """One trade every 30 s back from now, written by PostgreSQL itself (generate_series)."""
-    symbols = "ARRAY[" + ", ".join(f"'{s}'" for s in SYMBOLS) + "]"
     with engine.begin() as connection:
         connection.execute(sa.text(
             "INSERT INTO trades (symbol, variant, opened_at, closed_at, side, pnl_net) "
-            f"SELECT ({symbols})[1 + i % 5], CASE WHEN i % 2 = 0 THEN 'baseline' ELSE 'candidate' END, "
+            "SELECT (CAST(:symbols AS text[]))[1 + i % 5], CASE WHEN i % 2 = 0 THEN 'baseline' ELSE 'candidate' END, "
             "now() - i * interval '30 seconds' - interval '1 minute', now() - i * interval '30 seconds', 'long', "
-            "(random() - 0.45) * 10 FROM generate_series(1, :n) AS i"), {"n": trades})
+            "(random() - 0.45) * 10 FROM generate_series(1, :n) AS i"), {"n": trades, "symbols": SYMBOLS})
         connection.execute(sa.text("ANALYZE trades"))
 
 

@@ -98,5 +98,5 @@ def test_what_the_schema_cannot_judge_the_models_refuse_naming_the_field(crd_ins
     manifest = yaml.safe_load(FAST_EXAMPLE.read_text())
     manifest["spec"]["prometheus"]["url"] = "http://prometheus-operated.monitoring.svc:99999"
     crd_installed.kubectl("apply", "--dry-run=server", "-f", "-", input_text=json.dumps(manifest))
-    with pytest.raises(ValidationError, match="prometheus.url"):
+    with pytest.raises(ValidationError, match=r"prometheus\.url"):
         ModelRolloutSpec.model_validate(manifest["spec"])

@@ -26,8 +26,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from mlflow.utils.validation import (_validate_model_alias_name, _validate_model_alias_name_reserved,
-                                     _validate_model_name, _validate_tag_name)
+from mlflow.utils.validation import (
+    _validate_model_alias_name,
+    _validate_model_alias_name_reserved,
+    _validate_model_name,
+    _validate_tag_name,
+)
 from pydantic import ValidationError
 
 from devstack.controlplane import ControlPlane
@@ -190,6 +194,24 @@ def render_everything(spec: ModelRolloutSpec, core: client.CoreV1Api) -> None:
     _validate_tag_name(spec.models.feature_artifact.tag)
 
 
+def apply_dry_run(custom: client.CustomObjectsApi,
+                  manifest: dict[str, Any]) -> tuple[dict[str, Any], ApiException | None]:
+    """(the object as the apiserver would store it, or why it refused it)."""
+    try:
+        return custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, manifest,
+                                                      dry_run="All"), None
+    except ApiException as refused:
+        return {}, refused
+
+
+def model_error(spec: dict[str, Any]) -> ValidationError | None:
+    try:
+        ModelRolloutSpec.model_validate(spec)
+    except ValidationError as error:
+        return error
+    return None
+
+
 def test_whatever_the_apiserver_accepts_the_operator_accepts_and_renders_or_refuses_naming_the_field(
         crd_installed: ControlPlane) -> None:
     api_client = config.new_client_from_config(config_file=str(crd_installed.kubeconfig))
@@ -201,26 +223,20 @@ def test_whatever_the_apiserver_accepts_the_operator_accepts_and_renders_or_refu
     @given(manifests())
     def check(manifest: dict[str, Any]) -> None:
         tally["tried"] += 1
-        try:
-            stored = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, manifest,
-                                                            dry_run="All")
-        except ApiException as refused:
+        stored, refused = apply_dry_run(custom, manifest)
+        if refused is not None:
             assert refused.status == 422, refused.body  # Invalid, naming the field; never a server error
             tally["refused by the apiserver"] += 1
-            try:
-                ModelRolloutSpec.model_validate(manifest["spec"])
-            except ValidationError:
-                return
-            tally["refused by the apiserver, accepted by the model"] += 1
+            if model_error(manifest["spec"]) is None:
+                tally["refused by the apiserver, accepted by the model"] += 1
             return
-        try:
-            spec = ModelRolloutSpec.model_validate(stored["spec"])
-        except ValidationError as error:
+        error = model_error(stored["spec"])
+        if error is not None:
             assert names_a_field(error), validation_message(error)
             tally["accepted by the apiserver, refused by the model (Invalid)"] += 1
             return
         tally["accepted by both"] += 1
-        render_everything(spec, core)
+        render_everything(ModelRolloutSpec.model_validate(stored["spec"]), core)
 
     check()
     print("\ngenerated manifests:", dict(tally))

@@ -26,7 +26,7 @@ from devstack.prometheus import CHART_RULE_FILES, PrometheusServer, start_promet
 from model_runtime.outcomes.exporter import OUTCOME_COUNTERS, JournalCollector
 from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 from modelrollout.gates import render_query
-from modelrollout.outcome_queries import per_trade_queries
+from modelrollout.outcome_queries import per_trade_queries, recorded_counter
 from modelrollout.prometheus_provider import PrometheusProvider
 
 pytestmark = pytest.mark.slow
@@ -161,7 +161,7 @@ def test_a_trigger_reads_the_windows_trades_across_an_exporter_restart(postgres_
     create_journal(engine)
     exporter = ExporterProcess(postgres_journal_url, tmp_path / "exporter.log")
     exporter.start()
-    prometheus = start_prometheus(tmp_path / "prometheus", [exporter.target])
+    prometheus = start_prometheus(tmp_path / "prometheus", [exporter.target], rule_files=CHART_RULE_FILES)
     provider = PrometheusProvider(prometheus.url, timeout_s=5)
     rng = random.Random(11)
     try:
@@ -176,8 +176,8 @@ def test_a_trigger_reads_the_windows_trades_across_an_exporter_restart(postgres_
         window = before + after
         total = len(history) + len(window)
         deadline = time.monotonic() + 60
-        while provider.query('sum(trades_closed_total{symbol="ETHUSDC",variant="candidate"})').values.get(
-                "*") != total:
+        while provider.query(recorded_counter("trades_closed_total") + '{symbol="ETHUSDC",variant="candidate"}').values.get(
+                "ETHUSDC") != total:  # the recording rule the gate queries read has seen every trade
             assert time.monotonic() < deadline, "Prometheus never saw every trade"
             time.sleep(0.5)
 
