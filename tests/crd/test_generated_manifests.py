@@ -38,7 +38,7 @@ from devstack.controlplane import ControlPlane
 from modelrollout import engine
 from modelrollout.controller import validation_message
 from modelrollout.crd import GROUP, PLURAL, VERSION, openapi_schema
-from modelrollout.gates import gate_queries, stage_window, trigger_count_query, trigger_query
+from modelrollout.gates import gate_queries, stage_window, trigger_queries
 from modelrollout.observation import Observation
 from modelrollout.spec import DURATION_PATTERN, ModelRolloutSpec, parse_duration
 from modelrollout.status import ModelRolloutStatus
@@ -176,9 +176,8 @@ def render_everything(spec: ModelRolloutSpec, core: client.CoreV1Api) -> None:
         for ran in (None, timedelta(0), timedelta(milliseconds=1500), timedelta(days=400)):
             for gate in stage.gates:
                 gate_queries(gate, symbols, ran)
-        for trigger in stage.rollback_triggers:
-            trigger_query(trigger, symbols)
-            trigger_count_query(trigger, symbols)
+            for trigger in stage.rollback_triggers:
+                trigger_queries(trigger, symbols, ran)
     status = ModelRolloutStatus()
     engine.plan_measurements(spec, status, now)
     engine.decide(spec, status, Observation(), [], now, 1)
