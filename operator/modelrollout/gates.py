@@ -46,7 +46,7 @@ def render_query(template: str, *, symbols: Sequence[str], window: str, variant:
     for symbol in symbols:
         if not re.fullmatch(SYMBOL_PATTERN, symbol):
             raise ValueError(f"invalid symbol {symbol!r}: must match {SYMBOL_PATTERN}")
-    if not re.fullmatch(DURATION_PATTERN, window):
+    if not window or not re.fullmatch(DURATION_PATTERN, window):
         raise ValueError(f"invalid window {window!r}: must match {DURATION_PATTERN}")
     if "{variant}" in template and variant not in VARIANTS:
         raise ValueError(f"query {template!r} uses {{variant}} but the variant is {variant!r}, "

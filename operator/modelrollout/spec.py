@@ -9,40 +9,15 @@ it. A test runs one corpus of invalid manifests through both and demands equal v
 from __future__ import annotations
 
 import re
+import urllib.parse
+from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
-
-SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h|d|w))+$"
-NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-
-Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
-Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
-Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
-Text = Annotated[str, StringConstraints(max_length=1024)]
-NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
-DataKey = Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]  # ConfigMap/Secret key
-PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)]
-Comparator = Literal[">=", ">", "<=", "<"]
-GateKind = Literal["threshold", "comparison", "sampleSize", "noFiringAlert", "sweep", "sequential"]
-TriggerKind = Literal["threshold", "sequential"]
-StageType = Literal["shadow", "canary", "full"]
-RollbackStep = Literal["configMap", "mlflowAlias", "featureArtifact"]
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str) -> timedelta:
-    """`30s`, `48h`, `7d`, `1h30m` (Prometheus' duration syntax) as a timedelta."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 48h, 7d)")
-    parts = re.findall(r"([0-9]+)(ms|s|m|h|d|w)", text)
-    return timedelta(seconds=sum(int(n) * _DURATION_UNITS[unit] for n, unit in parts))
+from pydantic_core import CoreSchema
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -53,10 +28,168 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     return entry
 
 
+@dataclass(frozen=True, eq=False)  # hashed by identity: typing hashes Annotated metadata
+class Cel:
+    """CEL rules on a type's own schema node, so every field of the type carries them (and a
+    refusal names that field): the schema half of a rule whose pydantic half is the type's
+    AfterValidator."""
+
+    rules: tuple[JsonDict, ...]
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        json_schema = dict(handler(schema))
+        json_schema["x-kubernetes-validations"] = [*json_schema.get("x-kubernetes-validations", []), *self.rules]
+        return json_schema
+
+
+SYMBOL_PATTERN = r"^[A-Z0-9]{2,20}$"
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A ConfigMap or Secret key as the apiserver takes it: -._a-zA-Z0-9, not `.`, `..` or `..x`.
+DATA_KEY_PATTERN = r"^([-_a-zA-Z0-9]|[.][-_a-zA-Z0-9])[-._a-zA-Z0-9]*$"
+DATA_KEY_MAX = 253
+LONGEST_SYMBOL = "X" * 20  # stands for any symbol where a rendered name's length is checked
+MODEL_NAME_MAX = 250  # MLflow: registered model names live in a 256-character column
+
+# Prometheus' duration syntax: units largest first, each at most once (Prometheus refuses `1s1h`),
+# at most nine digits each, so the CEL sum below cannot overflow an int64 of milliseconds.
+DURATION_UNITS_MS = {"w": 604_800_000, "d": 86_400_000, "h": 3_600_000, "m": 60_000, "s": 1_000, "ms": 1}
+DURATION_PATTERN = "^" + "".join(f"([0-9]{{1,9}}{unit})?" for unit in DURATION_UNITS_MS) + "$"
+MAX_DURATION = timedelta(days=366)
+"""The longest duration a spec may give: a year's window or delay is a typo, not a plan (and
+nine digits of weeks would overflow the datetime arithmetic the engine does with it)."""
+
+
+def _duration_ms_cel() -> str:
+    """The duration `self` in milliseconds, in CEL: its i-th number times its i-th unit."""
+    numbers, units = "self.findAll('[0-9]+')", "self.findAll('[a-z]+')"
+    scale = "{" + ", ".join(f"'{unit}': {ms}" for unit, ms in DURATION_UNITS_MS.items()) + "}"
+    return " + ".join(f"(size({numbers}) > {i} ? int({numbers}[{i}]) * {scale}[{units}[{i}]] : 0)"
+                      for i in range(len(DURATION_UNITS_MS)))
+
+
+_MAX_DURATION_MS = int(MAX_DURATION.total_seconds() * 1000)
+_DURATION_CEL = (cel(f"!self.matches('{DURATION_PATTERN}') || {_duration_ms_cel()} <= {_MAX_DURATION_MS}",
+                     f"must be at most {MAX_DURATION.days}d"),)
+_POSITIVE_CEL = (cel("self.matches('[1-9]')", "must be a positive duration, not 0"),)
+
+
+def duration_ms(text: str) -> int:
+    """`30s`, `48h`, `7d`, `1h30m` (Prometheus' duration syntax) in milliseconds."""
+    if not text or not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (expected e.g. 30s, 48h, 7d, 1h30m: units largest first)")
+    return sum(int(n) * DURATION_UNITS_MS[unit] for n, unit in re.findall(r"([0-9]+)(ms|w|d|h|m|s)", text))
+
+
+def parse_duration(text: str) -> timedelta:
+    """A spec duration as a timedelta; ValueError (never an overflow) beyond MAX_DURATION."""
+    milliseconds = duration_ms(text)
+    if milliseconds > _MAX_DURATION_MS:
+        raise ValueError(f"duration {text!r} is longer than {MAX_DURATION.days}d")
+    return timedelta(milliseconds=milliseconds)
+
+
+def _bounded(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+def _positive(text: str) -> str:
+    if parse_duration(text) <= timedelta(0):
+        raise ValueError("must be a positive duration, not 0")
+    return text
+
+
+# Placeholders a query template may hold; PromQL's own braces (`{symbol=~"..."}`) are not one.
+PLACEHOLDER = r"[{][A-Za-z_][A-Za-z0-9_]*[}]"
+QUERY_PLACEHOLDERS = ("{symbols}", "{window}")
+VARIANT_PLACEHOLDER = "{variant}"
+
+
+def _placeholder_rules(known: tuple[str, ...]) -> tuple[JsonDict, ...]:
+    blanked = "self" + "".join(f".replace('{name}', ' ')" for name in known)
+    return (cel(f"!{blanked}.matches('{PLACEHOLDER}')",
+                f"unknown {{placeholder}}: a template may hold only {', '.join(known)}"),)
+
+
+def _known_placeholders(known: tuple[str, ...]) -> Any:
+    def check(template: str) -> str:
+        blanked = template
+        for name in known:
+            blanked = blanked.replace(name, " ")
+        unknown = sorted(set(re.findall(PLACEHOLDER, blanked)))
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {', '.join(unknown)}: a template may hold only "
+                             f"{', '.join(known)}")
+        return template
+    return AfterValidator(check)
+
+
+def _has_variant(template: str) -> str:
+    if VARIANT_PLACEHOLDER not in template:
+        raise ValueError("must contain {variant}: it runs once for the candidate and once for the baseline")
+    return template
+
+
+def _url(text: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 (parsing the port is the check: it raises on a bad one)
+    except ValueError as error:
+        raise ValueError(f"must be a URL that names a host: {error}") from None
+    if not parts.hostname:
+        raise ValueError("must be a URL that names a host")
+    return text
+
+
+def _alias(name: str) -> str:
+    if name == "latest" or re.fullmatch(r"v[0-9]+", name):
+        raise ValueError(f"{name!r} is reserved by MLflow (latest, v<number>)")
+    return name
+
+
+Symbol = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, min_length=2, max_length=32),
+                     Cel(_DURATION_CEL), AfterValidator(_bounded)]
+"""A duration of zero or more, at most MAX_DURATION."""
+PositiveDuration = Annotated[Duration, Cel(_POSITIVE_CEL), AfterValidator(_positive)]
+"""A duration that must not be 0 (windows, intervals, timeouts)."""
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN, max_length=63)]
+Alias = Annotated[Name, Cel((cel("self != 'latest' && !self.matches('^v[0-9]+$')",
+                                 "is reserved by MLflow (latest, v<number>)"),)), AfterValidator(_alias)]
+Text = Annotated[str, StringConstraints(max_length=1024)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+DataKey = Annotated[str, StringConstraints(pattern=DATA_KEY_PATTERN, max_length=DATA_KEY_MAX)]
+PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096), Cel(_placeholder_rules(QUERY_PLACEHOLDERS)),
+                   _known_placeholders(QUERY_PLACEHOLDERS)]
+"""A query template with {symbols} and {window} only: it runs once, for no variant."""
+VariantPromQL = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096),
+    Cel(_placeholder_rules((*QUERY_PLACEHOLDERS, VARIANT_PLACEHOLDER))
+        + (cel(f"self.contains('{VARIANT_PLACEHOLDER}')", "must contain {variant}: it runs once for the candidate "
+               "and once for the baseline"),)),
+    _known_placeholders((*QUERY_PLACEHOLDERS, VARIANT_PLACEHOLDER)), AfterValidator(_has_variant)]
+"""A query template run once per variant: it must hold {variant}, and may hold {symbols} and {window}."""
+OptionalVariantPromQL = Annotated[
+    str, StringConstraints(min_length=1, max_length=4096),
+    Cel(_placeholder_rules((*QUERY_PLACEHOLDERS, VARIANT_PLACEHOLDER))),
+    _known_placeholders((*QUERY_PLACEHOLDERS, VARIANT_PLACEHOLDER))]
+"""A query template that may hold {variant} (a sequential test's sums: per variant against the baseline,
+the candidate's alone against a value), {symbols} and {window}."""
+Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024),
+                Cel((cel("isURL(self) && url(self).getHostname() != ''", "must be a URL that names a host"),)),
+                AfterValidator(_url)]
+Comparator = Literal[">=", ">", "<=", "<"]
+GateKind = Literal["threshold", "comparison", "sampleSize", "noFiringAlert", "sweep", "sequential"]
+TriggerKind = Literal["threshold", "sequential"]
+StageType = Literal["shadow", "canary", "full"]
+RollbackStep = Literal["configMap", "mlflowAlias", "featureArtifact"]
+
+
 class SpecModel(BaseModel):
     """camelCase on the wire (Kubernetes style), snake_case in Python; unknown fields refused."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
+                              allow_inf_nan=False)
 
 
 class ConfigMapRef(SpecModel):
@@ -71,13 +204,19 @@ class FlagChange(SpecModel):
         cel("self.baseline != self.candidate", "baseline and candidate must differ", ".candidate"),
         cel("self.symbolOverrideKey.contains('{symbol}')", "symbolOverrideKey must contain {symbol}",
             ".symbolOverrideKey"),
+        cel(f"self.symbolOverrideKey.replace('{{key}}', self.key).replace('{{symbol}}', '{LONGEST_SYMBOL}')"
+            f".matches('{DATA_KEY_PATTERN}') && size(self.symbolOverrideKey.replace('{{key}}', self.key)"
+            f".replace('{{symbol}}', '{LONGEST_SYMBOL}')) <= {DATA_KEY_MAX}",
+            f"symbolOverrideKey must give a ConfigMap key (-._a-zA-Z0-9, not starting with .., at most "
+            f"{DATA_KEY_MAX} characters with a 20-character symbol)", ".symbolOverrideKey"),
     ]})
 
     config_map: ConfigMapRef
     key: DataKey
     baseline: NonEmpty
     candidate: NonEmpty
-    symbol_override_key: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z0-9{}]+$", max_length=253)] = Field(
+    symbol_override_key: Annotated[str, StringConstraints(pattern=r"^([-._a-zA-Z0-9]|[{]key[}]|[{]symbol[}])+$",
+                                                          max_length=DATA_KEY_MAX)] = Field(
         default="{key}__{symbol}",
         description="Per-symbol override key that switches one symbol for a canary; {key} and {symbol} are filled in.",
     )
@@ -88,6 +227,10 @@ class FlagChange(SpecModel):
             raise ValueError("change.candidate: baseline and candidate must differ")
         if "{symbol}" not in self.symbol_override_key:
             raise ValueError("change.symbolOverrideKey: must contain {symbol}")
+        longest = self.override_key(LONGEST_SYMBOL)
+        if not re.fullmatch(DATA_KEY_PATTERN, longest) or len(longest) > DATA_KEY_MAX:
+            raise ValueError(f"change.symbolOverrideKey: must give a ConfigMap key (-._a-zA-Z0-9, not starting with "
+                             f".., at most {DATA_KEY_MAX} characters with a 20-character symbol)")
         return self
 
     def override_key(self, symbol: str) -> str:
@@ -95,27 +238,49 @@ class FlagChange(SpecModel):
 
 
 class Aliases(SpecModel):
-    champion: Name = "champion"
-    candidate: Name = "candidate"
-    previous: Name = "previous-champion"
+    """Three distinct MLflow aliases: a rollback moves `champion` back to what `previous` holds."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.champion != self.candidate && self.champion != self.previous && self.candidate != self.previous",
+            "champion, candidate and previous must be three different aliases", ".previous"),
+    ]})
+
+    champion: Alias = "champion"
+    candidate: Alias = "candidate"
+    previous: Alias = "previous-champion"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Aliases:
+        if len({self.champion, self.candidate, self.previous}) != 3:
+            raise ValueError("models.aliases.previous: champion, candidate and previous must be three different "
+                             "aliases")
+        return self
 
 
 class FeatureArtifactPin(SpecModel):
     """Which run's feature artifact (feature list + drift reference) a registered model uses."""
 
     enabled: bool = True
-    tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-/]+$", max_length=250)] = "feature_artifact_run_id"
+    tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$", max_length=250)] = (
+        "feature_artifact_run_id")
+    """An MLflow registry tag key (MLflow refuses `.`, `..x` and paths that normalise differently)."""
 
 
 class ModelsSpec(SpecModel):
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         cel("self.registeredModelTemplate.contains('{symbol}')", "registeredModelTemplate must contain {symbol}",
             ".registeredModelTemplate"),
+        cel(f"size(self.registeredModelTemplate.replace('{{symbol}}', '{LONGEST_SYMBOL}')"
+            f".replace('{{strategy}}', self.strategy)) <= {MODEL_NAME_MAX}",
+            f"registeredModelTemplate must give a name of at most {MODEL_NAME_MAX} characters with a "
+            "20-character symbol", ".registeredModelTemplate"),
     ]})
 
     tracking_uri: Url
-    registered_model_template: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.\-{}]+$", max_length=250)] = (
-        "cvntrade_XGBoost_{symbol}_{strategy}")
+    registered_model_template: Annotated[str, StringConstraints(
+        pattern=r"^([-_A-Za-z0-9]|[{]symbol[}]|[{]strategy[}])([-_.A-Za-z0-9]|[{]symbol[}]|[{]strategy[}])*$",
+        max_length=MODEL_NAME_MAX)] = "cvntrade_XGBoost_{symbol}_{strategy}"
+    """{symbol} and {strategy} are filled in; no other braces, and no leading dot (MLflow refuses `..x`)."""
     strategy: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_\-]+$", max_length=63)]
     aliases: Aliases = Aliases()
     feature_artifact: FeatureArtifactPin = FeatureArtifactPin()
@@ -124,6 +289,9 @@ class ModelsSpec(SpecModel):
     def _template(self) -> ModelsSpec:
         if "{symbol}" not in self.registered_model_template:
             raise ValueError("models.registeredModelTemplate: must contain {symbol}")
+        if len(self.registered_model(LONGEST_SYMBOL)) > MODEL_NAME_MAX:
+            raise ValueError(f"models.registeredModelTemplate: must give a name of at most {MODEL_NAME_MAX} characters "
+                             "with a 20-character symbol")
         return self
 
     def registered_model(self, symbol: str) -> str:
@@ -139,11 +307,11 @@ class PrometheusSpec(SpecModel):
     url: Url
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding a bearer token sent as Authorization header.")
-    timeout: Duration = "10s"
+    timeout: PositiveDuration = "10s"
 
 
 class AnalysisSpec(SpecModel):
-    interval: Duration = Field(default="60s", description="How often gates and triggers are evaluated.")
+    interval: PositiveDuration = Field(default="60s", description="How often gates and triggers are evaluated.")
 
 
 class Accountability(SpecModel):
@@ -186,21 +354,20 @@ class ComparisonGate(SpecModel):
     when `stddevQuery` and `countQuery` are given, inside the baseline's confidence interval.
     """
 
-    query: PromQL
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("has(self.stddevQuery) == has(self.countQuery)", "stddevQuery and countQuery go together",
+            ".stddevQuery"),
+    ]})
+
+    query: VariantPromQL
     direction: Literal["higherIsBetter", "lowerIsBetter"] = "higherIsBetter"
     tolerance: float = Field(default=0.0, ge=0)
-    stddev_query: PromQL | None = None
-    count_query: PromQL | None = None
+    stddev_query: VariantPromQL | None = None
+    count_query: VariantPromQL | None = None
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
 
     @model_validator(mode="after")
-    def _templates(self) -> ComparisonGate:
-        """Checked by the operator, not the schema: a spec that breaks it gets an Invalid condition."""
-        for field_name, query in (("query", self.query), ("stddevQuery", self.stddev_query),
-                                  ("countQuery", self.count_query)):
-            if query is not None and "{variant}" not in query:
-                raise ValueError(f"comparison.{field_name}: must contain {{variant}} to compare candidate "
-                                 "with baseline")
+    def _together(self) -> ComparisonGate:
         if (self.stddev_query is None) != (self.count_query is None):
             raise ValueError("comparison.stddevQuery: stddevQuery and countQuery go together")
         return self
@@ -253,9 +420,9 @@ class SequentialTest(SpecModel):
     side, Inconclusive while it straddles. As a rollback trigger: breached when wholly worse.
     """
 
-    count_query: PromQL
-    sum_query: PromQL
-    sum_squares_query: PromQL
+    count_query: OptionalVariantPromQL
+    sum_query: OptionalVariantPromQL
+    sum_squares_query: OptionalVariantPromQL
     against: Literal["baseline", "value"] = "baseline"
     value: float = Field(default=0.0, description="against value: the per-trade mean's bar.")
     margin: float = Field(default=0.0, ge=0, description="against baseline: how much worse per trade is no harm.")
@@ -263,7 +430,7 @@ class SequentialTest(SpecModel):
     alpha: float = Field(default=0.05, gt=0, lt=0.5, description="False alarm probability over the whole stage.")
     planned_trades: int = Field(default=200, ge=1, le=10_000_000,
                                 description="Trades (per variant) at which the sequence is made tightest.")
-    block: Duration = Field(default="6h", description="Time block of the batch-means variance.")
+    block: PositiveDuration = Field(default="6h", description="Time block of the batch-means variance.")
     min_trades: int = Field(default=20, ge=2, le=100000, description=(
         "No verdict before each variant has this many trades: the asymptotic sequence needs a variance "
         "estimate that has settled, and two similar early trades make a tiny one."))
@@ -312,7 +479,7 @@ class Gate(SpecModel):
 
     name: Name
     kind: GateKind
-    window: Duration = "5m"
+    window: PositiveDuration = "5m"
     threshold: ThresholdGate | None = None
     comparison: ComparisonGate | None = None
     sample_size: SampleSizeGate | None = None
@@ -359,7 +526,7 @@ class RollbackTrigger(SpecModel):
     query: PromQL | None = None
     op: Comparator | None = None
     value: float | None = None
-    window: Duration | None = Field(default=None, description="Cut to the time the stage has run.")
+    window: PositiveDuration | None = Field(default=None, description="Cut to the time the stage has run.")
     count_query: PromQL | None = None
     min_samples: int = Field(default=0, ge=0)
     initial_delay: Duration | None = Field(default=None, description="Not judged before the stage has run this long.")
@@ -402,6 +569,10 @@ class Stage(SpecModel):
             "sweep gates belong to the shadow stage", ".gates"),
         cel("self.type == 'full' || !has(self.watchDuration)", "only the full stage has a watchDuration",
             ".watchDuration"),
+        cel("self.gates.all(g, self.gates.exists_one(h, h.name == g.name))", "gate names must be unique in a stage",
+            ".gates"),
+        cel("self.rollbackTriggers.all(t, self.rollbackTriggers.exists_one(u, u.name == t.name))",
+            "rollback trigger names must be unique in a stage", ".rollbackTriggers"),
     ]})
 
     name: Name
@@ -415,7 +586,7 @@ class Stage(SpecModel):
     rollback_triggers: list[RollbackTrigger] = Field(default=[], max_length=20)
     limits: Limits = Limits()
     approval: Approval = Approval()
-    watch_duration: Duration | None = Field(
+    watch_duration: PositiveDuration | None = Field(
         default=None, description="After full promotion, keep rollback triggers running this long.")
 
     @model_validator(mode="after")
@@ -432,6 +603,10 @@ class Stage(SpecModel):
             raise ValueError("watchDuration: only the full stage has a watchDuration")
         if self.symbols is not None and len(set(self.symbols)) != len(self.symbols):
             raise ValueError("symbols: duplicate symbol")
+        if len({g.name for g in self.gates}) != len(self.gates):
+            raise ValueError("gates: gate names must be unique in a stage")
+        if len({t.name for t in self.rollback_triggers}) != len(self.rollback_triggers):
+            raise ValueError("rollbackTriggers: rollback trigger names must be unique in a stage")
         return self
 
 
@@ -464,6 +639,9 @@ class ModelRolloutSpec(SpecModel):
         cel("self.stages.exists_one(s, s.type == 'shadow') ? self.stages[0].type == 'shadow'"
             " : !self.stages.exists(s, s.type == 'shadow')", "at most one shadow stage, and it comes first",
             ".stages"),
+        cel("self.symbols.all(s, self.change.symbolOverrideKey.replace('{key}', self.change.key)"
+            ".replace('{symbol}', s) != self.change.key)",
+            "change.symbolOverrideKey must not give change.key itself for a symbol", ".change.symbolOverrideKey"),
     ]})
 
     description: Text = ""
@@ -492,6 +670,8 @@ class ModelRolloutSpec(SpecModel):
             raise ValueError("stages: exactly one full stage, and it comes last")
         if types.count("shadow") > 1 or ("shadow" in types and types[0] != "shadow"):
             raise ValueError("stages: at most one shadow stage, and it comes first")
+        if any(self.change.override_key(symbol) == self.change.key for symbol in self.symbols):
+            raise ValueError("change.symbolOverrideKey: must not give change.key itself for a symbol")
         return self
 
     def stage_symbols(self, stage: Stage) -> list[str]:

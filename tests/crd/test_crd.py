@@ -89,3 +89,14 @@ def test_apiserver_refuses_each_invalid_manifest_naming_the_field(crd_installed:
                                    input_text=json.dumps(invalid_manifest(case)))
     assert result.returncode != 0, f"{case['name']} was accepted"
     assert case["field"] in result.stderr, result.stderr
+
+
+@pytest.mark.e2e
+def test_what_the_schema_cannot_judge_the_models_refuse_naming_the_field(crd_installed: ControlPlane) -> None:
+    """The apiserver's URL parser takes a port of any digits; no client can use port 99999. The
+    schema lets it through and the models refuse it, so the operator makes the rollout Invalid."""
+    manifest = yaml.safe_load(FAST_EXAMPLE.read_text())
+    manifest["spec"]["prometheus"]["url"] = "http://prometheus-operated.monitoring.svc:99999"
+    crd_installed.kubectl("apply", "--dry-run=server", "-f", "-", input_text=json.dumps(manifest))
+    with pytest.raises(ValidationError, match=r"prometheus\.url"):
+        ModelRolloutSpec.model_validate(manifest["spec"])

@@ -185,13 +185,13 @@ def test_two_replicas_exactly_one_acts(scenario: Scenario) -> None:
 
 
 def test_invalid_spec_past_the_schema_gets_a_condition_not_a_crash(scenario: Scenario, operator: Server) -> None:
-    def no_variant(spec: dict) -> None:
-        spec["stages"][1]["gates"][0]["comparison"]["query"] = "avg_over_time(expectancy_net_realized[{window}])"
+    def port_out_of_range(spec: dict) -> None:
+        spec["prometheus"]["url"] = spec["prometheus"]["url"].rsplit(":", 1)[0] + ":99999"
 
-    scenario.apply(scenario.manifest(mutate=no_variant))  # the schema accepts it; the operator cannot use it
+    scenario.apply(scenario.manifest(mutate=port_out_of_range))  # the schema accepts it; the operator cannot use it
     status = scenario.wait_phase("Invalid", timeout=30)
     condition = next(c for c in status["conditions"] if c["type"] == "Invalid")
-    assert condition["status"] == "True" and "{variant}" in condition["message"]
+    assert condition["status"] == "True" and "prometheus.url" in condition["message"]
     assert operator.process.poll() is None, "the operator must not crash"
     scenario.apply(scenario.manifest())  # fixed: the rollout starts
     scenario.wait_phase("Progressing", "AwaitingApproval", timeout=60)

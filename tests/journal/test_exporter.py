@@ -164,14 +164,14 @@ def http_samples(url: str, timeout: float = 30.0) -> dict:
         time.sleep(0.2)
 
 
-def test_counters_count_each_trade_once_since_start_and_survive_an_outage(engine: sa.Engine) -> None:
+def test_counters_are_the_journals_totals_each_trade_once_and_survive_an_outage(engine: sa.Engine) -> None:
     create_journal(engine)
     clock = [NOW]
     collector = JournalCollector(engine, parse_duration("1h"), parse_duration("2h"), clock=lambda: clock[0])
-    record_trades(engine, [closed("BTCUSDC", "baseline", 9.0, timedelta(minutes=5))])  # closed before start
+    record_trades(engine, [closed("BTCUSDC", "baseline", 9.0, timedelta(days=30))])  # long before the exporter
     values = scrape_after_refresh(collector)
-    # the symbol is known, so both variants start at 0; the old trade is not counted
-    assert series(values, "trades_closed_total") == {("BTCUSDC", "baseline"): 0.0, ("BTCUSDC", "candidate"): 0.0}
+    # the journal's totals, not the process's; the symbol is known, so both variants are there
+    assert series(values, "trades_closed_total") == {("BTCUSDC", "baseline"): 1.0, ("BTCUSDC", "candidate"): 0.0}
 
     after = NOW + timedelta(minutes=10)
     record_trades(engine, [closed("BTCUSDC", "candidate", 4.0, timedelta(minutes=2), now=after),
@@ -180,19 +180,55 @@ def test_counters_count_each_trade_once_since_start_and_survive_an_outage(engine
     for minutes in (10, 11, 12):  # three refreshes see the same trades in their window
         clock[0] = NOW + timedelta(minutes=minutes)
         values = scrape_after_refresh(collector)
+    record_trades(engine, [closed("BTCUSDC", "candidate", 3.0, timedelta(days=2), now=after)])  # journaled late
+    values = scrape_after_refresh(collector)
     candidate = ("BTCUSDC", "candidate")
-    assert series(values, "trades_closed_total")[candidate] == 2.0
-    assert series(values, "trade_pnl_net_profit_total")[candidate] == 4.0
+    assert series(values, "trades_closed_total")[candidate] == 3.0
+    assert series(values, "trade_pnl_net_profit_total")[candidate] == 7.0
     assert series(values, "trade_pnl_net_loss_total")[candidate] == 2.0
-    assert series(values, "trade_pnl_net_squared_total")[candidate] == 20.0
+    assert series(values, "trade_pnl_net_squared_total")[candidate] == 29.0
     assert series(values, "trade_pnl_net_loss_squared_total")[candidate] == 4.0
-    assert series(values, "trades_closed_total")[("BTCUSDC", "baseline")] == 1.0
+    assert series(values, "trades_closed_total")[("BTCUSDC", "baseline")] == 2.0
 
     with engine.begin() as connection:
         connection.execute(sa.text("DROP TABLE trades"))
     values = scrape_after_refresh(collector)
     assert values[("journal_exporter_up", ())] == 0.0
-    assert series(values, "trades_closed_total")[candidate] == 2.0  # a counter never goes back to nothing
+    assert series(values, "trades_closed_total")[candidate] == 3.0  # a counter never goes back to nothing
+
+
+COUNTERS = ("trades_closed_total", "trade_pnl_net_profit_total", "trade_pnl_net_loss_total",
+            "trade_pnl_net_squared_total", "trade_pnl_net_loss_squared_total")
+
+
+def counters(values: dict) -> dict:
+    return {name: series(values, name) for name in COUNTERS}
+
+
+def test_a_restarted_exporter_resumes_the_same_totals_to_the_bit(engine: sa.Engine) -> None:
+    """Counted in another order (a row committed after a higher id was read), the float sums of
+    1e16, 1 and 1 differ (1e16 against 1e16 + 2); the exact totals do not."""
+    create_journal(engine)
+    clock = [NOW]
+    running = JournalCollector(engine, parse_duration("1h"), parse_duration("2h"), clock=lambda: clock[0])
+    with engine.begin() as connection:  # ids 1 and 3 first; id 2 commits after the exporter has read id 3
+        connection.execute(TRADES.insert(), [
+            {"id": row_id, "symbol": "ETHUSDC", "variant": "candidate", "opened_at": NOW - timedelta(minutes=9),
+             "closed_at": NOW - timedelta(minutes=row_id), "side": "long", "pnl_net": pnl}
+            for row_id, pnl in ((1, 1.0), (3, 1e16))])
+    scrape_after_refresh(running)
+    with engine.begin() as connection:
+        connection.execute(TRADES.insert(), [{"id": 2, "symbol": "ETHUSDC", "variant": "candidate",
+                                              "opened_at": NOW - timedelta(minutes=9),
+                                              "closed_at": NOW - timedelta(minutes=2), "side": "long",
+                                              "pnl_net": 1.0}])
+    clock[0] = NOW + timedelta(seconds=15)
+    before = counters(scrape_after_refresh(running))
+    restarted = JournalCollector(engine, parse_duration("1h"), parse_duration("2h"), clock=lambda: clock[0])
+    after = counters(scrape_after_refresh(restarted))
+    assert before == after
+    assert after["trade_pnl_net_profit_total"][("ETHUSDC", "candidate")] == 1e16 + 2
+    assert after["trades_closed_total"][("ETHUSDC", "candidate")] == 3.0
 
 
 def test_the_command_serves_metrics_and_outlives_database_errors(journal_url: str, tmp_path: Path) -> None:

@@ -1,12 +1,16 @@
 """The per-trade PromQL the product recommends (and the demo's gates use), over the chart's
 recording rules on the real exporter scraped by the real Prometheus: a candidate that trades
 exactly as the baseline, but only since the middle of the baseline's history, reads the same
-statistics over a window that starts two seconds after its first trade."""
+statistics over a window that starts two seconds after its first trade; and a
+trigger's per-trade figure over a window in which the exporter process restarted is still the
+window's own trades, with no counter reset."""
 
 from __future__ import annotations
 
 import random
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -19,10 +23,10 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from devstack.process import free_port
 from devstack.prometheus import CHART_RULE_FILES, PrometheusServer, start_prometheus
-from model_runtime.outcomes.exporter import JournalCollector
+from model_runtime.outcomes.exporter import OUTCOME_COUNTERS, JournalCollector
 from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 from modelrollout.gates import render_query
-from modelrollout.outcome_queries import per_trade_queries
+from modelrollout.outcome_queries import per_trade_queries, recorded_counter
 from modelrollout.prometheus_provider import PrometheusProvider
 
 pytestmark = pytest.mark.slow
@@ -108,3 +112,88 @@ def test_a_candidate_with_the_baselines_trades_reads_the_same_per_trade_statisti
     candidate = [t.pnl_net for t in journal.written if t.variant == "candidate"]
     spread = statistics.stdev(candidate)  # the window's spread is of the same order as the run's
     assert 0.3 * spread < statistic["stddev", "candidate"] < 3 * spread
+
+
+class ExporterProcess:
+    """`python -m model_runtime.outcomes.exporter` on a fixed port, which can be restarted."""
+
+    def __init__(self, db_url: str, log_path: Path) -> None:
+        self.db_url, self.log_path = db_url, log_path
+        self.target = f"127.0.0.1:{free_port()}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("a")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "model_runtime.outcomes.exporter", "--window", "1h", "--max-staleness", "1h",
+             "--refresh-interval", "1s", "--host", "127.0.0.1", "--port", self.target.rsplit(":", 1)[1]],
+            env={"MODELROLLOUT_JOURNAL_DB_URL": self.db_url, "PATH": "/usr/bin:/bin"}, stdout=log, stderr=log)
+        log.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            assert self.process.wait(timeout=15) == 0
+        self.process = None
+
+
+def trade_for(seconds: float, engine: sa.Engine, rng: random.Random) -> list[ClosedTrade]:
+    """Candidate trades closing now, a few every quarter second for `seconds`; returns them."""
+    written: list[ClosedTrade] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        now = datetime.now(UTC)
+        trades = [ClosedTrade(symbol="ETHUSDC", variant="candidate", opened_at=now - timedelta(seconds=1),
+                              closed_at=now, side="long", pnl_net=rng.gauss(-1.0, 10.0))
+                  for _ in range(rng.choice([0, 1, 3]))]
+        record_trades(engine, trades)
+        written += trades
+        time.sleep(0.25)
+    return written
+
+
+def test_a_trigger_reads_the_windows_trades_across_an_exporter_restart(postgres_journal_url: str,
+                                                                        tmp_path: Path) -> None:
+    """History, a quiet gap, trades, the exporter restarts, more trades: the window that starts
+    in the gap reads exactly the trades after it. With counters that restart at 0 the growth
+    went negative and the trigger read no data for as long as its window held the restart."""
+    engine = sa.create_engine(postgres_journal_url)
+    create_journal(engine)
+    exporter = ExporterProcess(postgres_journal_url, tmp_path / "exporter.log")
+    exporter.start()
+    prometheus = start_prometheus(tmp_path / "prometheus", [exporter.target], rule_files=CHART_RULE_FILES)
+    provider = PrometheusProvider(prometheus.url, timeout_s=5)
+    rng = random.Random(11)
+    try:
+        history = trade_for(3.0, engine, rng)
+        time.sleep(3.0)
+        window_start = time.monotonic()  # the middle of a 6 s quiet gap
+        time.sleep(3.0)
+        before = trade_for(4.0, engine, rng)
+        exporter.stop()
+        exporter.start()
+        after = trade_for(4.0, engine, rng)
+        window = before + after
+        total = len(history) + len(window)
+        deadline = time.monotonic() + 60
+        while provider.query(recorded_counter("trades_closed_total") + '{symbol="ETHUSDC",variant="candidate"}').values.get(
+                "ETHUSDC") != total:  # the recording rule the gate queries read has seen every trade
+            assert time.monotonic() < deadline, "Prometheus never saw every trade"
+            time.sleep(0.5)
+
+        seconds = f"{round(time.monotonic() - window_start)}s"
+        figures = {}
+        for name in ("expectancy", "count"):
+            result = provider.query(render_query(per_trade_queries("candidate")[name], symbols=["ETHUSDC"],
+                                                 window=seconds, variant="candidate"))
+            assert result.error is None, result.error
+            figures[name] = result.values.get("ETHUSDC")
+        assert figures["count"] == len(window) > 10
+        assert figures["expectancy"] == pytest.approx(statistics.fmean(t.pnl_net for t in window), rel=1e-9)
+        for name, _, _ in OUTCOME_COUNTERS:
+            resets = provider.query(f'resets({name}_total{{symbol="ETHUSDC",variant="candidate"}}[{seconds}])')
+            assert resets.error is None and resets.values == {"ETHUSDC": 0.0}, (name, resets)
+    finally:
+        exporter.stop()
+        prometheus.stop()
+        engine.dispose()

@@ -10,8 +10,8 @@ per symbol and variant, on /metrics:
     sortino_ratio             mean over downside deviation (needs a losing trade)
     live_f1_buy               F1 of the buy class, once outcomes are known
 
-and counters of the trades closed since it started, each trade counted once however many
-windows see it (`OutcomeTotals`), from which PromQL gets any window's per-trade statistics:
+and counters, totals over every closed trade in the journal (`OutcomeTotals`), from which PromQL
+gets any window's per-trade statistics:
 
     trades_closed_total, trade_pnl_net_profit_total, trade_pnl_net_loss_total,
     trade_pnl_net_squared_total, trade_pnl_net_loss_squared_total
@@ -23,15 +23,22 @@ docs/semantics.md has the details; the chart records these per symbol and varian
 modelrollout.outcome_queries writes the gate queries over them).
 
 A gauge averaged over time weighs every scrape alike; these weigh every trade alike, over
-exactly [now - w, now] for candidate and baseline. Every variant of VARIANTS starts at 0 for
-each symbol the journal has shown, so a candidate's first trades are an increase, not the
-series' first sample. A trade that reaches the journal later than `--window` after its close
-is not counted; a malformed row never is.
+exactly [now - w, now] for candidate and baseline. The totals are the journal's, not the
+process's: the first refresh counts every closed trade in the journal, later ones add only the
+rows that are new (ids above the highest seen, and closes within `--window`, each id once), so
+a restarted exporter resumes the very values the one before it served (the sums are exact, so
+the order of counting does not change a bit) and Prometheus sees no reset; a refresh costs the
+window plus the new rows, never the journal's length. A trade counts once, whenever it reaches
+the journal; the only ones a running exporter misses until its next restart are rows both
+committed after a higher id was read and closed more than `--window` before that (a long
+transaction writing old trades), or closed, by an update, more than `--window` in the past.
+A malformed row is never counted. Every variant of VARIANTS starts at 0 for each symbol the
+journal has shown, so a candidate's first trades are an increase, not the series' first sample.
 
 A series that is empty, late (newest close older than `--max-staleness`) or has a malformed
 row has no sample at all, so the operator's gates go inconclusive rather than judge a made-up
 zero. A database error is logged, every outcome sample disappears until the next good read
-(`journal_exporter_up` 0), and the exporter keeps running.
+(`journal_exporter_up` 0; the counters keep their values), and the exporter keeps running.
 """
 
 from __future__ import annotations
@@ -61,7 +68,7 @@ from model_runtime.outcomes.journal import (
     OutcomeTotals,
     SeriesKey,
     outcome_stats,
-    read_closed_since,
+    read_closed,
 )
 
 log = logging.getLogger(__name__)
@@ -81,12 +88,11 @@ OUTCOME_METRICS: tuple[tuple[str, str, str], ...] = (
 
 # (counter name, help, the OutcomeTotals field it exports)
 OUTCOME_COUNTERS: tuple[tuple[str, str, str], ...] = (
-    ("trades_closed", "Trades closed since the exporter started.", "trades"),
-    ("trade_pnl_net_profit", "Sum of the net PnL of winning trades closed since the exporter started.", "profit"),
-    ("trade_pnl_net_loss", "Sum of minus the net PnL of losing trades closed since the exporter started.", "loss"),
-    ("trade_pnl_net_squared", "Sum of squared net PnL of the trades closed since the exporter started.", "squared"),
-    ("trade_pnl_net_loss_squared", "Sum of squared net PnL of losing trades closed since the exporter started.",
-     "loss_squared"),
+    ("trades_closed", "Closed trades in the journal.", "trades"),
+    ("trade_pnl_net_profit", "Sum of the net PnL of the journal's winning trades.", "profit"),
+    ("trade_pnl_net_loss", "Sum of minus the net PnL of the journal's losing trades.", "loss"),
+    ("trade_pnl_net_squared", "Sum of squared net PnL of the journal's closed trades.", "squared"),
+    ("trade_pnl_net_loss_squared", "Sum of squared net PnL of the journal's losing trades.", "loss_squared"),
 )
 VARIANTS = ("baseline", "candidate")  # the variants a rollout compares: present from a symbol's first trade
 
@@ -124,6 +130,18 @@ class Snapshot:
     refreshed_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Tally:
+    """The counters' state: totals over the journal's closed trades, and what a refresh needs to
+    count only the new ones."""
+
+    totals: dict[SeriesKey, OutcomeTotals] = field(default_factory=dict)
+    max_id: int | None = None
+    """The highest row id read so far (None: the journal was never read in full)."""
+    recent: dict[int, datetime] = field(default_factory=dict)
+    """Ids of counted trades that a window read can see again, with their close time."""
+
+
 class JournalCollector(Collector):
     """Serves the latest snapshot; `refresh()` replaces it from the database."""
 
@@ -135,39 +153,53 @@ class JournalCollector(Collector):
         self.clock = clock
         self.snapshot = Snapshot()
         self._lock = threading.Lock()
-        self.started_at = clock()
-        self._totals: dict[SeriesKey, OutcomeTotals] = {}
-        self._counted: dict[int, datetime] = {}  # ids of counted trades still inside the window
+        self._tally = Tally()
 
-    def _count(self, rows: list[ClosedTrade | MalformedRow], now: datetime) -> dict[SeriesKey, OutcomeTotals]:
-        """Add the trades not counted yet (closed since start) to the running totals."""
-        for row in rows:
-            if isinstance(row, MalformedRow) or row.id is None:
-                continue
-            for variant in VARIANTS:
-                self._totals.setdefault((row.symbol, variant), OutcomeTotals())
-            if row.id not in self._counted and row.closed_at >= self.started_at:
-                self._counted[row.id] = row.closed_at
-                self._totals[row.key] = self._totals.get(row.key, OutcomeTotals()).plus(row.pnl_net)
-        oldest = now - self.window
-        self._counted = {i: closed for i, closed in self._counted.items() if closed >= oldest}
-        return dict(self._totals)
+    def _read(self, now: datetime) -> tuple[list[ClosedTrade | MalformedRow], list[MalformedRow], Tally]:
+        """(the window's rows, malformed rows read, the tally with every new trade counted once).
+
+        The first read counts the whole journal; later ones read the window and the rows written
+        since (ids above the highest seen), and skip the ids already counted.
+        """
+        since = now - self.window
+        old = self._tally
+        totals, recent, max_id = dict(old.totals), dict(old.recent), old.max_id
+        window: list[ClosedTrade | MalformedRow] = []
+        malformed: list[MalformedRow] = []
+        with self.engine.connect() as connection:
+            for row_id, row, in_window in read_closed(connection, since, now, after_id=old.max_id,
+                                                      everything=old.max_id is None):
+                max_id = row_id if max_id is None else max(max_id, row_id)
+                if in_window:
+                    window.append(row)
+                if isinstance(row, MalformedRow):
+                    malformed.append(row)
+                    continue
+                for variant in VARIANTS:
+                    totals.setdefault((row.symbol, variant), OutcomeTotals())
+                if row_id in recent:
+                    continue
+                totals[row.key] = totals.get(row.key, OutcomeTotals()).plus(row.pnl_net)
+                recent[row_id] = row.closed_at
+        recent = {i: closed for i, closed in recent.items() if closed >= since}
+        return window, malformed, Tally(totals=totals, max_id=max_id, recent=recent)
 
     def refresh(self) -> Snapshot:
         now = self.clock()
         try:
-            rows = read_closed_since(self.engine, now - self.window, now)
+            rows, malformed, tally = self._read(now)
         except sa.exc.SQLAlchemyError as error:
             # No URL in the message (it may carry a password); the exception says what failed.
             first_line = next(iter(str(error).splitlines()), "")
             log.error("cannot read the trade journal: %s: %s", type(error).__name__, first_line)
-            snapshot = Snapshot(totals=dict(self._totals), up=False, refreshed_at=now)
+            snapshot = Snapshot(totals=dict(self._tally.totals), up=False, refreshed_at=now)
         else:
-            stats, malformed = outcome_stats(rows, now, self.max_staleness)
+            self._tally = tally
+            stats, in_window = outcome_stats(rows, now, self.max_staleness)
             for row in malformed:
                 log.warning("malformed journal row for %s: %s", "/".join(row.key) if row.key else "unknown series",
                             row.reason)
-            snapshot = Snapshot(stats=stats, totals=self._count(rows, now), up=True, malformed_rows=len(malformed),
+            snapshot = Snapshot(stats=stats, totals=dict(tally.totals), up=True, malformed_rows=len(in_window),
                                 refreshed_at=now)
         with self._lock:
             self.snapshot = snapshot

@@ -18,7 +18,8 @@ Table `trades` (one row per position; create it with `create_journal`):
 Statistics are per (symbol, variant) over closed trades only: `OutcomeStats` over a window, and
 `OutcomeTotals`, running sums that only grow (Prometheus counters). A statistic that the data does
 not define (a standard deviation of one trade, a Sortino ratio without a losing trade, an F1
-without a single buy call or buy outcome) is None, never a made-up number.
+without a single buy call or buy outcome) is None, never a made-up number. `read_closed` streams
+the rows a refresh needs: the window's, and those written since the last read.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 import re
 import statistics
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -101,6 +102,16 @@ class OutcomeStats:
     """F1 of the buy class over trades whose outcome is known; None where undefined."""
 
 
+_EXACT_BITS = 1074
+"""Every finite float is an integer multiple of 2**-1074 (the smallest subnormal)."""
+
+
+def _exact(value: float) -> int:
+    """`value` as an integer count of 2**-1074: sums of these are exact, whatever their order."""
+    numerator, denominator = value.as_integer_ratio()  # the denominator is a power of two
+    return numerator << (_EXACT_BITS + 1 - denominator.bit_length())
+
+
 @dataclass(frozen=True)
 class OutcomeTotals:
     """Running sums of one series' net PnL, each non-decreasing so it can be a Prometheus counter.
@@ -108,20 +119,43 @@ class OutcomeTotals:
     Any window's mean, standard deviation and Sortino ratio follow from their increases:
     mean = (profit - loss) / trades, variance = (squared - trades * mean^2) / (trades - 1),
     downside deviation = sqrt(loss_squared / trades).
+
+    The sums are kept exact (integers of 2**-1074) and rounded once when read, so they do not
+    depend on the order the trades were added: an exporter that recounts the journal after a
+    restart, in id order, serves the very value the one before it served. A float running sum
+    could come out one ulp lower, and Prometheus takes any decrease for a counter reset.
     """
 
     trades: int = 0
-    profit: float = 0.0
-    """Sum of the PnL of winning trades."""
-    loss: float = 0.0
-    """Sum of -PnL of losing trades (positive)."""
-    squared: float = 0.0
-    loss_squared: float = 0.0
+    exact_profit: int = 0
+    exact_loss: int = 0
+    exact_squared: int = 0
+    exact_loss_squared: int = 0
+
+    @property
+    def profit(self) -> float:
+        """Sum of the PnL of winning trades."""
+        return self.exact_profit / (1 << _EXACT_BITS)
+
+    @property
+    def loss(self) -> float:
+        """Sum of -PnL of losing trades (positive)."""
+        return self.exact_loss / (1 << _EXACT_BITS)
+
+    @property
+    def squared(self) -> float:
+        return self.exact_squared / (1 << _EXACT_BITS)
+
+    @property
+    def loss_squared(self) -> float:
+        return self.exact_loss_squared / (1 << _EXACT_BITS)
 
     def plus(self, pnl: float) -> OutcomeTotals:
-        return OutcomeTotals(trades=self.trades + 1, profit=self.profit + max(pnl, 0.0),
-                             loss=self.loss + max(-pnl, 0.0), squared=self.squared + pnl * pnl,
-                             loss_squared=self.loss_squared + min(pnl, 0.0) ** 2)
+        square = _exact(pnl * pnl)
+        return OutcomeTotals(trades=self.trades + 1, exact_profit=self.exact_profit + _exact(max(pnl, 0.0)),
+                             exact_loss=self.exact_loss + _exact(max(-pnl, 0.0)),
+                             exact_squared=self.exact_squared + square,
+                             exact_loss_squared=self.exact_loss_squared + (square if pnl < 0 else 0))
 
 
 def create_journal(engine: sa.Engine) -> None:
@@ -143,16 +177,32 @@ def record_trades(engine: sa.Engine, trades: Iterable[ClosedTrade]) -> int:
 
 
 def read_closed_since(engine: sa.Engine, since: datetime, now: datetime) -> list[ClosedTrade | MalformedRow]:
-    """Closed trades with `closed_at >= since`, each validated; database errors propagate.
+    """Closed trades with `closed_at >= since`, each validated; database errors propagate."""
+    with engine.connect() as connection:
+        return [row for _, row, _ in read_closed(connection, since, now, after_id=None)]
+
+
+def read_closed(connection: sa.Connection, since: datetime, now: datetime, *, after_id: int | None,
+                everything: bool = False) -> Iterator[tuple[int, ClosedTrade | MalformedRow, bool]]:
+    """(id, the row validated, whether it closed at or after `since`) of closed rows, streamed.
+
+    Which rows: those that closed since `since`, and those with an id above `after_id` (written
+    since a read that saw ids up to it, whenever they closed); `everything`: every closed row.
+    Both filters are index lookups (`ix_trades_closed_at`, the primary key), so a refresh costs
+    the window and what is new, not the journal's length.
 
     The columns are read untyped (no SQLAlchemy result processing): a SQLite journal may hold
     any value in any column, and a bad value must become a MalformedRow for its own series
     rather than an exception that blinds every series.
     """
     raw = [sa.type_coerce(column, sa.types.NullType()).label(column.name) for column in TRADES.c if column.name != "id"]
-    query = sa.select(TRADES.c.id, *raw).where(TRADES.c.closed_at.is_not(None), TRADES.c.closed_at >= _utc(since))
-    with engine.connect() as connection:
-        return [validate_row(row._mapping, now) for row in connection.execute(query)]
+    recent = TRADES.c.closed_at >= _utc(since)
+    query = sa.select(TRADES.c.id, *raw, sa.case((recent, True), else_=False).label("in_window")).where(
+        TRADES.c.closed_at.is_not(None))
+    if not everything:
+        query = query.where(recent if after_id is None else sa.or_(recent, TRADES.c.id > after_id))
+    for row in connection.execution_options(yield_per=10_000).execute(query):
+        yield row.id, validate_row(row._mapping, now), bool(row.in_window)
 
 
 def validate_row(row: Mapping[str, Any], now: datetime) -> ClosedTrade | MalformedRow:
