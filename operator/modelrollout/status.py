@@ -9,7 +9,7 @@ they are carried out, so an action interrupted by a crash is retried, never lost
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -86,6 +86,7 @@ class Action(StatusModel):
     state: Literal["Pending", "Done"] = "Pending"
     attempts: int = 0
     last_error: str = ""
+    next_attempt_at: datetime | None = Field(default=None, description="After a failed try: when the next is due.")
     planned_at: datetime
     done_at: datetime | None = None
 
@@ -147,3 +148,6 @@ class ModelRolloutStatus(StatusModel):
     sunset_at: datetime | None = None
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
+    last_valid_spec: dict[str, Any] = Field(
+        default_factory=dict, description="The spec of `revision` as last accepted: it keeps guarding the live "
+                                          "levers while an edit is refused.")

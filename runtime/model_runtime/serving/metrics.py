@@ -93,6 +93,8 @@ class ServerMetrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.requests = Counter("predict_requests", "/predict requests by HTTP status", ["symbol", "code"],
                                 registry=r)
+        self.answered = Counter("model_predictions", "Rows answered, by the model version that answered them",
+                                ["symbol", "variant", "version"], registry=r)
         self.focal_active = Gauge("focal_loss_active", "1 when the symbol serves a focal-loss model",
                                   ["symbol", "gamma", "alpha"], registry=r)
         self.version_info = Gauge("model_version_info", "The model version a symbol serves",
@@ -134,7 +136,9 @@ class ServerMetrics:
         self._replace(self.focal_active, (symbol, "focal"), (symbol, *focal), 1.0 if loss.is_focal else 0.0)
         self._replace(self.version_info, (symbol, "version"), (symbol, variant, model.version, model.alias), 1.0)
 
-    def observe(self, symbol: str, variant: str, x: np.ndarray, proba: np.ndarray, seconds: float) -> None:
+    def observe(self, symbol: str, variant: str, version: str, x: np.ndarray, proba: np.ndarray,
+                seconds: float) -> None:
+        self.answered.labels(symbol, variant, version).inc(len(proba))
         histogram = self.buy_proba.labels(symbol, variant)
         for p in proba:
             histogram.observe(float(p))
