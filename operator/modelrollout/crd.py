@@ -50,9 +50,6 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             continue
         if key == "additionalProperties" and value is False:
             continue
-        if key == "additionalProperties" and value is True:  # free-form (dict[str, Any]): kept as written
-            node["x-kubernetes-preserve-unknown-fields"] = True
-            continue
         if key == "properties":
             node[key] = {name: structural(sub, defs) for name, sub in value.items()}
         elif key in ("items", "additionalProperties") and isinstance(value, dict):

@@ -15,13 +15,19 @@ Rules, in the order they are applied each cycle:
 3. Human requests: `abort` rolls back now; `retry` re-runs the failed stage (after a failed
    shadow only with new sweep evidence) or resumes a paused/degraded stage; `promote`
    approves the awaited stage, valid only for the current revision while it is awaited.
-4. Planned actions still pending: nothing else happens until they are done.
+4. Planned actions still pending: nothing else happens until they are done. A failed one is
+   tried again on a backoff schedule (`retry_delay`), which the shell follows (`due_actions`).
 5. `spec.paused` stops progression; triggers keep running.
 6. Gates: an error holds (Degraded beyond `consecutiveErrorLimit`); a failure after the
    stage's minimum duration counts, and beyond `failureLimit` rolls back (a failed shadow
    ends as NotPromoted, touching nothing); inconclusive results after the minimum duration
    count, and beyond `inconclusiveLimit` pause for a human; only a clean pass of every gate
    after the minimum duration completes a stage. Nothing ever promotes on missing data.
+
+The full stage switches symbols by the flag alone; the MLflow champion moves only when the
+rollout completes, so before that a ConfigMap revert alone brings the baseline back. A spec the
+operator refuses mid-rollout is decided under the last valid one (`last_valid_spec`): nothing
+progresses, but triggers, abort and any revert go on (`_Engine.guard`).
 """
 
 from __future__ import annotations
@@ -161,7 +167,7 @@ def decide(
     engine = _Engine(spec, status.model_copy(deep=True), observation, now, generation, refused=refused)
     engine.run(requests)
     if not refused and revision_of(spec) == engine.status.revision:
-        engine.status.last_valid_spec = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+        engine.status.last_valid_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
     return Decision(status=engine.status, events=tuple(engine.events))
 
 
@@ -170,7 +176,7 @@ def last_valid_spec(status: ModelRolloutStatus) -> ModelRolloutSpec | None:
     if not status.last_valid_spec:
         return None
     try:
-        return ModelRolloutSpec.model_validate(status.last_valid_spec)
+        return ModelRolloutSpec.model_validate_json(status.last_valid_spec)
     except ValueError:  # pydantic's ValidationError included: a status written by another version
         return None
 
@@ -387,8 +393,13 @@ class _Engine:
         if self.status.phase == "RollingBack":
             self.finish_rollback_if_done()
             return
-        held = (f"the live levers stay guarded by the last valid spec (revision {self.status.revision}): rollback "
-                "triggers keep running, abort works") if levers_touched(self.status) else "nothing is live"
+        if self.status.phase == "Completed":
+            held = "the completed change stays as it is"
+        elif levers_touched(self.status):
+            held = (f"the live levers stay guarded by the last valid spec (revision {self.status.revision}): "
+                    "rollback triggers keep running, abort works")
+        else:
+            held = "nothing is live"
         self.status.message = f"invalid spec, holding: {refused[:500]}; {held}"
 
     def accept_spec(self) -> None:
@@ -397,7 +408,7 @@ class _Engine:
             return
         self.set_condition("Invalid", "False", "SpecValid", "")
         if self.status.phase != "Invalid":
-            message = f"spec valid again: resuming {self.status.stage} ({self.status.phase})"
+            message = f"spec valid again: going on from stage {self.status.stage} ({self.status.phase})"
             self.status.message = message
             _record(self.status, self.now, message)
             self.events.append(Event("Normal", "SpecValid", message))
@@ -784,7 +795,7 @@ def _live_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | N
 
 
 def _condition(status: ModelRolloutStatus, type_: str) -> str | None:
-    return next((c.status for c in status.conditions if c.type == type_), None)
+    return _condition_message(status, type_)[0]
 
 
 def _condition_message(status: ModelRolloutStatus, type_: str) -> tuple[str | None, str]:

@@ -9,7 +9,7 @@ they are carried out, so an action interrupted by a crash is retried, never lost
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ConfigDict, Field
 
@@ -148,6 +148,6 @@ class ModelRolloutStatus(StatusModel):
     sunset_at: datetime | None = None
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
-    last_valid_spec: dict[str, Any] = Field(
-        default_factory=dict, description="The spec of `revision` as last accepted: it keeps guarding the live "
-                                          "levers while an edit is refused.")
+    last_valid_spec: str = Field(
+        default="", description="The spec of `revision` as last accepted (JSON): it keeps guarding the live levers "
+                                "while an edit is refused.")
