@@ -12,6 +12,7 @@ import pytest
 from devstack.operator import start_operator
 from devstack.process import Server
 from devstack.scenario import SYMBOLS, Scenario, healthy_series
+from modelrollout.spec import ModelRolloutSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -197,6 +198,52 @@ def test_invalid_spec_past_the_schema_gets_a_condition_not_a_crash(scenario: Sce
     assert operator.process.poll() is None, "the operator must not crash"
     scenario.apply(scenario.manifest())  # fixed: the rollout starts
     scenario.wait_phase("Progressing", "AwaitingApproval", timeout=60)
+
+
+def refused_edit(scenario: Scenario) -> dict:
+    """A manifest the apiserver accepts and the operator refuses (a rule only the operator checks)."""
+    def no_variant(spec: dict) -> None:
+        spec["stages"][1]["gates"][0]["comparison"]["query"] = "avg_over_time(expectancy_net_realized[{window}])"
+
+    manifest = scenario.manifest(mutate=no_variant)
+    with pytest.raises(ValueError):
+        ModelRolloutSpec.model_validate(manifest["spec"])
+    if scenario.kubectl("apply", "--dry-run=server", "-f", "-", input_text=json.dumps(manifest),
+                        check=False).returncode != 0:
+        pytest.skip("the schema now refuses this edit at apply: no operator-only refusal left to exercise")
+    return manifest
+
+
+def guarded(status: dict) -> bool:
+    return any(c["type"] == "Invalid" and c["status"] == "True" for c in status.get("conditions", [])) and \
+        status.get("phase") == "Progressing" and status.get("stage") == "canary"
+
+
+def test_an_invalid_edit_mid_canary_keeps_guarding_and_a_breach_rolls_back(scenario: Scenario,
+                                                                           operator: Server) -> None:
+    scenario.apply(scenario.manifest())
+    scenario.wait_for(lambda s: done_actions(s, "canary"), "canary flag switched")
+    scenario.apply(refused_edit(scenario))
+    status = scenario.wait_for(guarded, "the refused edit held, the canary guarded")
+    assert "{variant}" in status["message"] and "rollback triggers keep running" in status["message"]
+    assert scenario.effective_flags()["BTCUSDC"].startswith("focal")
+    scenario.feed.set("expectancy_net_realized", -0.05, symbol="BTCUSDC", variant="candidate")
+    status = scenario.wait_phase("RolledBack", timeout=60)
+    assert "expectancy-negative" in status["rollback"]["reason"]
+    assert set(scenario.effective_flags().values()) == {"binary:logistic"}
+    assert any(e["reason"] == "InvalidSpec" for e in scenario.events())
+
+
+def test_deleting_a_rollout_with_a_refused_edit_still_reverts_its_levers(scenario: Scenario,
+                                                                        operator: Server) -> None:
+    scenario.apply(scenario.manifest())
+    scenario.wait_for(lambda s: done_actions(s, "canary"), "canary flag switched")
+    scenario.apply(refused_edit(scenario))
+    scenario.wait_for(guarded, "the refused edit held, the canary guarded")
+    scenario.kubectl("delete", "mro", "focal-loss", "--timeout=60s")  # returns once the finalizer is gone
+    assert scenario.kubectl("get", "mro", "focal-loss", check=False).returncode != 0
+    assert set(scenario.effective_flags().values()) == {"binary:logistic"}
+    assert scenario.aliases() == {s: "1" for s in SYMBOLS}
 
 
 def test_deleting_an_unfinished_rollout_reverts_its_levers_first(scenario: Scenario, operator: Server) -> None:
