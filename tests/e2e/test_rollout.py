@@ -211,7 +211,7 @@ def refused_edit(scenario: Scenario) -> dict:
         spec["stages"][1]["gates"][0]["comparison"]["query"] = "avg_over_time(expectancy_net_realized[{window}])"
 
     manifest = scenario.manifest(mutate=no_variant)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="variant"):
         ModelRolloutSpec.model_validate(manifest["spec"])
     if scenario.kubectl("apply", "--dry-run=server", "-f", "-", input_text=json.dumps(manifest),
                         check=False).returncode != 0:

@@ -9,6 +9,7 @@ the registry part of the revert waits, until MLflow returns and the rollout ends
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -30,8 +31,7 @@ from devstack.mlflow import MlflowServer, start_mlflow
 from devstack.operator import start_operator
 from devstack.process import Server, free_port, http_ok
 from devstack.prometheus import PrometheusServer
-from devstack.scenario import (BASELINE, CONFIGMAP, FLAG_KEY, Scenario, Stack, healthy_series, prepare_namespace,
-                               wait_until)
+from devstack.scenario import BASELINE, CONFIGMAP, FLAG_KEY, Scenario, Stack, healthy_series, prepare_namespace, wait_until
 from devstack.series import SeriesFeed
 from model_runtime.cli import main as model_runtime
 from model_runtime.synthetic import feature_names, generate_market
@@ -111,10 +111,8 @@ def served(crd_installed: ControlPlane, prometheus_server: PrometheusServer, tmp
         yield result
     finally:
         for stop in stops:
-            try:
+            with contextlib.suppress(Exception):  # stop the rest whatever one of them says
                 stop()
-            except Exception:  # noqa: BLE001 - stop the rest whatever one of them says
-                pass
 
 
 def two_symbols_watching_long(spec: dict[str, Any]) -> None:
@@ -143,7 +141,7 @@ def test_a_breach_in_the_watch_serves_the_baseline_within_seconds_of_the_configm
     served.mlflow.stop()
     wait_until(lambda: served.metric("model_registry_up") == 0.0, "the server to see MLflow down", timeout=30)
     scenario.feed.set("expectancy_net_realized", -0.05, symbol="ETHUSDC", variant="candidate")
-    wait_until(lambda: set(scenario.configmap().get(k) for k in (FLAG_KEY, *(f"{FLAG_KEY}__{s}" for s in SERVED)))
+    wait_until(lambda: {scenario.configmap().get(k) for k in (FLAG_KEY, *(f"{FLAG_KEY}__{s}" for s in SERVED))}
                == {BASELINE}, "the ConfigMap revert", timeout=60)
     reverted = time.monotonic()
     wait_until(lambda: served.versions() == dict.fromkeys(SERVED, BASELINE_VERSION),

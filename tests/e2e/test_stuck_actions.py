@@ -117,7 +117,7 @@ def test_five_minutes_of_mlflow_outage_under_a_live_rollback_cost_a_bounded_numb
         assert status.phase == "RollingBack"
         data = kube.core.read_namespaced_config_map(CONFIGMAP, namespace).data
         assert set(data.values()) == {BASELINE}, "the seconds path does not wait for MLflow"
-        stuck = [a for a in status.actions if a.state == "Pending"][0]
+        stuck = next(a for a in status.actions if a.state == "Pending")
         assert stuck.type == "moveAlias" and "MLflow" in stuck.last_error
         events = recorder.list_for(namespace, "stuck").items
         failed = [e for e in events if e.reason == "ActionFailed"]

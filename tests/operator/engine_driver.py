@@ -22,8 +22,16 @@ from typing import Any
 import yaml
 
 from model_runtime.loss_flag import LossSpec, served_role
-from modelrollout.engine import (Decision, Event, decide, due_actions, last_valid_spec, mark_action, pending_actions,
-                                 plan_measurements)
+from modelrollout.engine import (
+    Decision,
+    Event,
+    decide,
+    due_actions,
+    last_valid_spec,
+    mark_action,
+    pending_actions,
+    plan_measurements,
+)
 from modelrollout.observation import Observation, Request
 from modelrollout.spec import ModelRolloutSpec, Stage
 from modelrollout.status import Action, Measurement, ModelRolloutStatus, ModelVersions, Verdict

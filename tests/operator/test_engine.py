@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -281,7 +282,7 @@ def test_a_failing_rollback_action_stays_pending_backs_off_and_keeps_rolling_bac
         if (stuck.id, stuck.attempts) != (first.id, first.attempts):  # it was tried in this cycle
             assert stuck.next_attempt_at == at + retry_delay(stuck.attempts)
             tries.append((at - START).total_seconds())
-    gaps = [b - a for a, b in zip(tries, tries[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
     assert len(tries) <= 8 and gaps == sorted(gaps) and gaps[-1] >= 32, tries  # backed off, not one per cycle
     assert driver.world.on_candidate(SPEC) == set()  # the seconds path went through first
     assert driver.world.served(SPEC) == dict.fromkeys(SPEC.symbols, CHAMPION)
@@ -291,7 +292,7 @@ def test_a_failing_rollback_action_stays_pending_backs_off_and_keeps_rolling_bac
 
 
 def test_retry_delay_doubles_from_a_second_and_is_capped_at_five_minutes() -> None:
-    assert [retry_delay(n).total_seconds() for n in range(0, 11)] == [
+    assert [retry_delay(n).total_seconds() for n in range(11)] == [
         0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
     assert retry_delay(10_000) == timedelta(minutes=5)
     # An hour of outage: the tries before each gap reaches the cap, then one every 5 minutes.
@@ -1020,7 +1021,7 @@ def test_delete_of_a_refused_live_rollout_reverts_under_the_last_valid_spec() ->
     driver.step()
     decision = rollback_now(driver.spec, driver.status, "rollout deleted before it completed", driver.now)
     assert decision.status.phase == "RollingBack"
-    assert [a.flags for a in pending_actions(decision.status)][0] == dict.fromkeys(ALL_KEYS, BASELINE)
+    assert next(a.flags for a in pending_actions(decision.status)) == dict.fromkeys(ALL_KEYS, BASELINE)
 
 
 def test_gate_verdict_is_the_worst_and_nothing_is_inconclusive() -> None:

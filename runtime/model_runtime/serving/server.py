@@ -2,7 +2,8 @@
 
 A symbol serves the `candidate` alias only where its flag selects the candidate's loss and not the
 champion's (`model_runtime.loss_flag.served_role`), else `champion`. Both aliases of every symbol are
-kept loaded, so a flag flip is a dictionary lookup: no restart, no dropped request, no MLflow call. Two background loops feed the switch: the ConfigMap/env flag is re-read every
+kept loaded, so a flag flip is a dictionary lookup: no restart, no dropped request, no MLflow call.
+Two background loops feed the switch: the ConfigMap/env flag is re-read every
 `config_poll_seconds` (Kubernetes swaps the `..data` symlink, so each read sees one whole version), and
 the registry is polled every `poll_seconds` for alias moves and the `feature_artifact_run_id` tag. A
 failed poll keeps the last loaded models serving and is reported in /readyz and `model_registry_up`.
