@@ -225,7 +225,8 @@ def retry_delay(failures: int) -> timedelta:
     """
     if failures <= 0:
         return timedelta(0)
-    return min(RETRY_CAP, RETRY_FIRST * 2 ** min(failures - 1, 30))
+    doubled: timedelta = RETRY_FIRST * (1 << min(failures - 1, 30))
+    return min(RETRY_CAP, doubled)
 
 
 def due_actions(status: ModelRolloutStatus, now: datetime, *, refused: bool = False) -> list[Action]:
