@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from modelrollout.status import Action, Measurement, ModelRolloutStatus
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[RolloutObject, Event], None]
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def utcnow() -> datetime:
@@ -43,6 +45,13 @@ def validation_message(error: ValidationError) -> str:
         location = ".".join(str(p) for p in item["loc"])
         parts.append(f"spec.{location}: {item['msg']}" if location else item["msg"])
     return "; ".join(parts)[:1000]
+
+
+def error_text(failure: BaseException, *, with_type: bool = True) -> str:
+    """A failure as one stable line: object addresses that differ on every try (urllib3 puts them in
+    connection errors) are dropped, so the same outage reads the same, in status and in one Event."""
+    text = f"{type(failure).__name__}: {failure}" if with_type else str(failure)
+    return _ADDRESS.sub("", text)[:500]
 
 
 @dataclass
@@ -78,30 +87,37 @@ class Controller:
     def reconcile(self, rollout: RolloutObject) -> None:
         now = self.clock()
         status = self._status(rollout)
+        refused = ""
         try:
             spec = ModelRolloutSpec.model_validate(rollout.spec)
         except ValidationError as error:
-            decision = engine.invalid(status, validation_message(error), now, rollout.generation)
-            if decision.status != status:
-                self._commit(rollout, decision.status, decision.events)
-            return
+            refused = validation_message(error)
+            guard = engine.last_valid_spec(status)
+            if guard is None:  # never valid: nothing was ever moved under it
+                decision = engine.invalid(status, refused, now, rollout.generation)
+                if decision.status != status:
+                    self._commit(rollout, decision.status, decision.events)
+                return
+            spec = guard  # the levers stay guarded under the spec they moved under
         requests = [r for r in parse_requests(rollout.annotations) if not engine.is_handled(status, r)]
-        due = status.last_evaluated_at is None or (
-            now - status.last_evaluated_at >= parse_duration(spec.analysis.interval))
-        if not (due or requests or engine.pending_actions(status) or rollout.generation != status.observed_generation):
+        analysis_due = engine.analysis_due(spec, status, now)
+        if not (engine.cycle_due(spec, status, now) or requests or rollout.generation != status.observed_generation):
             return
-        rollout, status = self.carry_out(rollout, spec, status)
+        rollout, status = self.carry_out(rollout, spec, status, refused=bool(refused))
         # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
-        observation = self.observe(rollout.namespace, spec, status, engine.plan_measurements(spec, status, now), requests,
-                                   now)
-        decision = engine.decide(spec, status, observation, requests, now, rollout.generation)
-        decision.status.last_evaluated_at = now
-        rollout = self._commit(rollout, decision.status, decision.events)
+        plan = engine.plan_measurements(spec, status, now, refused=bool(refused))
+        observation = self.observe(rollout.namespace, spec, status, plan, requests, now)
+        decision = engine.decide(spec, status, observation, requests, now, rollout.generation, refused=refused)
+        if analysis_due and status.phase != "RollingBack":
+            decision.status.last_evaluated_at = now
+        if decision.status != status or decision.events:  # a retry that changed nothing writes nothing more
+            rollout = self._commit(rollout, decision.status, decision.events)
         self._count_verdicts(observation)
-        rollout, status = self.carry_out(rollout, spec, decision.status)
+        rollout, status = self.carry_out(rollout, spec, decision.status, refused=bool(refused))
         if status.phase == "RollingBack" and not engine.pending_actions(status):
-            final = engine.decide(spec, status, Observation(), [], self.clock(), rollout.generation)
-            self._commit(rollout, final.status, final.events)
+            final = engine.decide(spec, status, Observation(), [], self.clock(), rollout.generation, refused=refused)
+            if final.status != status or final.events:
+                self._commit(rollout, final.status, final.events)
 
     def may_need_work(self, body: Mapping[str, object]) -> bool:
         """Whether a rollout as last seen may need a cycle: the same due test `reconcile` makes,
@@ -113,13 +129,16 @@ class Controller:
             handled = set(status.get("handledRequests") or [])
             if any(r.key not in handled for r in parse_requests(dict(meta.get("annotations") or {}))):
                 return True
-            if any(a.get("state") == "Pending" for a in status.get("actions") or []):
+            now = self.clock()
+            pending = [a for a in status.get("actions") or [] if a.get("state") == "Pending"]
+            if pending and (not pending[0].get("nextAttemptAt") or _time(pending[0]["nextAttemptAt"]) <= now):
                 return True
+            if status.get("phase") == "RollingBack":
+                return not pending
             last = status.get("lastEvaluatedAt")
             if not last:
                 return True
-            interval = parse_duration(spec["analysis"]["interval"])
-            return self.clock() - datetime.fromisoformat(str(last).replace("Z", "+00:00")) >= interval
+            return now - _time(last) >= parse_duration(spec["analysis"]["interval"])
         except (TypeError, ValueError, KeyError, AttributeError):
             return True
 
@@ -132,7 +151,10 @@ class Controller:
         try:
             spec = ModelRolloutSpec.model_validate(rollout.spec)
         except ValidationError:
-            return True  # an invalid spec never moved a lever the operator could know how to revert
+            guard = engine.last_valid_spec(status)
+            if guard is None:
+                return True  # never valid: no lever ever moved under it
+            spec = guard  # an invalid edit: revert under the spec the levers moved under
         if status.phase == "Completed" or not (engine.levers_touched(status) or engine.pending_actions(status)):
             return True
         if status.phase not in ("RollingBack", "RolledBack"):
@@ -173,7 +195,7 @@ class Controller:
             try:
                 versions = mlflow.model_versions(spec.models, spec.symbols)
             except MlflowUnavailable as error:
-                versions_error = str(error)
+                versions_error = error_text(error, with_type=False)
         return Observation(gates=tuple(gates), triggers=tuple(triggers), versions=versions,
                            versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence))
 
@@ -189,15 +211,16 @@ class Controller:
             return None
 
     # -- acting --------------------------------------------------------------------------
-    def carry_out(self, rollout: RolloutObject, spec: ModelRolloutSpec,
-                  status: ModelRolloutStatus) -> tuple[RolloutObject, ModelRolloutStatus]:
-        """Carry out pending actions in order, persisting each result; stop at the first failure."""
-        for action in engine.pending_actions(status):
+    def carry_out(self, rollout: RolloutObject, spec: ModelRolloutSpec, status: ModelRolloutStatus, *,
+                  refused: bool = False) -> tuple[RolloutObject, ModelRolloutStatus]:
+        """Carry out the actions the engine says are due, in order, persisting each result; stop at the
+        first failure (the engine schedules its next try)."""
+        for action in engine.due_actions(status, self.clock(), refused=refused):
             error = ""
             try:
                 changed = self.execute(rollout.namespace, spec, action)
             except Exception as failure:  # noqa: BLE001 - any failure keeps the action pending, with its reason
-                error = f"{type(failure).__name__}: {failure}"[:500]
+                error = error_text(failure)
             status = engine.mark_action(status, action.id, self.clock(), error)
             if error:
                 event = Event("Warning", "ActionFailed", f"{_describe(action)} failed (will retry): {error}")
@@ -274,6 +297,10 @@ def _fingerprint(evidence: dict[str, SweepEvidence]) -> str | None:
         return None
     run_ids = sorted(row.run_id for e in readable for row in e.rows)
     return hashlib.sha256("\n".join(run_ids).encode()).hexdigest()[:16]
+
+
+def _time(value: object) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
 
 
 def _describe(action: Action) -> str:

@@ -15,13 +15,19 @@ Rules, in the order they are applied each cycle:
 3. Human requests: `abort` rolls back now; `retry` re-runs the failed stage (after a failed
    shadow only with new sweep evidence) or resumes a paused/degraded stage; `promote`
    approves the awaited stage, valid only for the current revision while it is awaited.
-4. Planned actions still pending: nothing else happens until they are done.
+4. Planned actions still pending: nothing else happens until they are done. A failed one is
+   tried again on a backoff schedule (`retry_delay`), which the shell follows (`due_actions`).
 5. `spec.paused` stops progression; triggers keep running.
 6. Gates: an error holds (Degraded beyond `consecutiveErrorLimit`); a failure after the
    stage's minimum duration counts, and beyond `failureLimit` rolls back (a failed shadow
    ends as NotPromoted, touching nothing); inconclusive results after the minimum duration
    count, and beyond `inconclusiveLimit` pause for a human; only a clean pass of every gate
    after the minimum duration completes a stage. Nothing ever promotes on missing data.
+
+The full stage switches symbols by the flag alone; the MLflow champion moves only when the
+rollout completes, so before that a ConfigMap revert alone brings the baseline back. A spec the
+operator refuses mid-rollout is decided under the last valid one (`last_valid_spec`): nothing
+progresses, but triggers, abort and any revert go on (`_Engine.guard`).
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ HISTORY_LIMIT = 50
 HANDLED_REQUESTS_LIMIT = 20
 PAUSED_BY_SPEC = "paused by spec.paused; rollback triggers keep running"
 VERDICT_SEVERITY: dict[Verdict, int] = {"Pass": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}
+RETRY_FIRST = timedelta(seconds=1)
+RETRY_CAP = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -96,13 +104,17 @@ def gate_verdict(measurements: Iterable[Measurement]) -> Verdict:
 
 
 def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
-                      now: datetime | None = None) -> MeasurementPlan:
+                      now: datetime | None = None, *, refused: bool = False) -> MeasurementPlan:
     """What to measure this cycle, so the shell never queries what the engine will not use.
 
     MLflow versions are read only when a lever stage may begin now: while awaiting approval,
     when a stage could not begin, or once the current stage's minimum time is over and the
-    next stage starts without approval (`now` unknown: assume it may).
+    next stage starts without approval (`now` unknown: assume it may). Under a refused spec
+    (`spec` the last valid one) only the triggers guarding what is live are measured.
     """
+    if refused:
+        running = status.phase not in TERMINAL_PHASES and status.phase != "RollingBack"
+        return MeasurementPlan(gates=None, triggers=_live_stage(spec, status) if running else None, versions=False)
     if not status.revision:  # a new rollout begins its first stage this cycle
         first = spec.stages[0]
         return MeasurementPlan(gates=None, triggers=None,
@@ -144,15 +156,33 @@ def decide(
     requests: Sequence[Request],
     now: datetime,
     generation: int,
+    *,
+    refused: str = "",
 ) -> Decision:
-    """The next status and the Events to emit. Pure: `status` is not modified."""
-    engine = _Engine(spec, status.model_copy(deep=True), observation, now, generation)
+    """The next status and the Events to emit. Pure: `status` is not modified.
+
+    `refused` says why the spec on the object cannot be used; `spec` is then `last_valid_spec(status)`,
+    under which the live levers keep being guarded (see `_Engine.guard`).
+    """
+    engine = _Engine(spec, status.model_copy(deep=True), observation, now, generation, refused=refused)
     engine.run(requests)
+    if not refused and revision_of(spec) == engine.status.revision:
+        engine.status.last_valid_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
     return Decision(status=engine.status, events=tuple(engine.events))
 
 
+def last_valid_spec(status: ModelRolloutStatus) -> ModelRolloutSpec | None:
+    """The spec of the current revision as last accepted, which guards the levers while an edit is refused."""
+    if not status.last_valid_spec:
+        return None
+    try:
+        return ModelRolloutSpec.model_validate_json(status.last_valid_spec)
+    except ValueError:  # pydantic's ValidationError included: a status written by another version
+        return None
+
+
 def invalid(status: ModelRolloutStatus, message: str, now: datetime, generation: int) -> Decision:
-    """A spec the operator refuses: hold, say why, and leave any live lever alone."""
+    """A spec the operator refuses and no valid one before it: hold and say why (nothing can be live)."""
     new = status.model_copy(deep=True)
     new.observed_generation = generation
     if new.phase == "Invalid" and new.message == message:
@@ -173,15 +203,61 @@ def rollback_now(spec: ModelRolloutSpec, status: ModelRolloutStatus, reason: str
 
 
 def mark_action(status: ModelRolloutStatus, action_id: str, now: datetime, error: str = "") -> ModelRolloutStatus:
-    """Record one attempt of a planned action: Done, or still Pending with the error."""
+    """Record one attempt of a planned action: Done, or still Pending with the error and its next try."""
     new = status.model_copy(deep=True)
     for action in new.actions:
         if action.id == action_id:
             action.attempts += 1
             action.last_error = error
-            if not error:
-                action.state, action.done_at = "Done", now
+            if error:
+                action.next_attempt_at = now + retry_delay(action.attempts)
+            else:
+                action.state, action.done_at, action.next_attempt_at = "Done", now, None
     return new
+
+
+def retry_delay(failures: int) -> timedelta:
+    """How long an action waits after its `failures`-th failed try: 1 s, doubling, capped at 5 minutes.
+
+    Exponential, so an outage of an hour costs about twenty tries (each one status write and one more
+    count on one aggregated Event), not one per tick; capped, so a lever is tried again within
+    minutes of the outage's end. A new plan (an abort, a breach) is a new action: it is tried at once.
+    """
+    if failures <= 0:
+        return timedelta(0)
+    doubled: timedelta = RETRY_FIRST * (1 << min(failures - 1, 30))
+    return min(RETRY_CAP, doubled)
+
+
+def due_actions(status: ModelRolloutStatus, now: datetime, *, refused: bool = False) -> list[Action]:
+    """The pending actions to carry out now, in order: up to the first still waiting for its next try
+    (later ones wait behind it: order matters). Under a `refused` spec it stops at the first forward
+    action of a rollout not yet Completed: nothing moves further than the status says under a spec
+    that cannot be judged (a Completed rollout's record in MLflow is no further)."""
+    due = []
+    for action in pending_actions(status):
+        waiting = action.next_attempt_at is not None and action.next_attempt_at > now
+        held = refused and action.reason != "rollback" and status.phase != "Completed"
+        if waiting or held:
+            break
+        due.append(action)
+    return due
+
+
+def cycle_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
+    """Whether a reconcile cycle has work now (requests and spec changes aside): the analysis interval has
+    passed, or a pending action's next try has come. While rolling back nothing is measured, so only
+    the revert's own tries (and its end) make a cycle: a stuck revert writes status once per try."""
+    pending = pending_actions(status)
+    if pending and (pending[0].next_attempt_at is None or pending[0].next_attempt_at <= now):
+        return True
+    if status.phase == "RollingBack":
+        return not pending
+    return analysis_due(spec, status, now)
+
+
+def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
+    return status.last_evaluated_at is None or now - status.last_evaluated_at >= parse_duration(spec.analysis.interval)
 
 
 def is_handled(status: ModelRolloutStatus, request: Request) -> bool:
@@ -212,6 +288,7 @@ class _Engine:
     observation: Observation
     now: datetime
     generation: int
+    refused: str = ""  # why the spec on the object is refused; `spec` is then the last valid one
     events: list[Event] = field(default_factory=list)
     last_action: int = 0
 
@@ -223,6 +300,10 @@ class _Engine:
     # -- the cycle ---------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> None:
         self.status.observed_generation = self.generation
+        if self.refused:
+            self.guard(requests)
+            return
+        self.accept_spec()
         revision = revision_of(self.spec)
         if not self.status.revision:
             self.status.revision = revision
@@ -243,21 +324,19 @@ class _Engine:
             self.reset_attempt()
             self.enter_stage(0, "spec changed after the rollout ended: starting again")
             return
-        if self.status.phase not in TERMINAL_PHASES and self.status.phase != "RollingBack":
-            self.status.triggers = list(self.observation.triggers)
-            breached = [m for m in self.observation.triggers if m.verdict == "Fail" and not m.dry_run]
-            if breached:
-                first = breached[0]
-                self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
-                                    f"{_fmt(first.value)} ({first.threshold})")
+        self.check_triggers()
         for request in requests:
             if not is_handled(self.status, request):
                 self.handle(request)
         if self.status.phase == "RollingBack":
             self.finish_rollback_if_done()
             return
-        if pending_actions(self.status):
-            self.status.message = f"applying {len(pending_actions(self.status))} planned action(s)"
+        pending = len(pending_actions(self.status))
+        if self.status.phase == "Completed":
+            self.status.message = self.completed_message()
+        if pending:
+            if self.status.phase != "Completed":
+                self.status.message = f"applying {pending} planned action(s)"
             return
         self.check_sunset()
         if self.status.phase in TERMINAL_PHASES:
@@ -274,6 +353,66 @@ class _Engine:
             self.begin_stage(self.status.stage_index, "retrying the start")
             return
         self.evaluate_gates()
+
+    def check_triggers(self) -> None:
+        """Rule 2: a breached rollback trigger rolls back at once."""
+        if self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
+            return
+        self.status.triggers = list(self.observation.triggers)
+        breached = [m for m in self.observation.triggers if m.verdict == "Fail" and not m.dry_run]
+        if breached:
+            first = breached[0]
+            self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
+                                f"{_fmt(first.value)} ({first.threshold})")
+
+    # -- a refused spec ------------------------------------------------------------------
+    def guard(self, requests: Sequence[Request]) -> None:
+        """The spec on the object is refused; `self.spec` is the last valid one, under which the levers moved.
+
+        Nothing progresses, but what is live stays guarded: rollback triggers keep running, a revert in
+        progress goes on, and `abort` still rolls back. Other requests are refused (and consumed: they
+        were made against a spec that cannot be judged). The phase is kept, so fixing the edit resumes.
+        """
+        refused = self.refused
+        if _condition_message(self.status, "Invalid") != ("True", refused):
+            self.set_condition("Invalid", "True", "SpecInvalid", refused)
+            _record(self.status, self.now, f"invalid spec: {refused}")
+            self.events.append(Event("Warning", "InvalidSpec", refused))
+        rollback = self.status.rollback
+        if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
+            rollback.then = "stop"  # no restart under a spec that cannot be used: fixing it starts again
+        self.check_triggers()
+        for request in requests:
+            if is_handled(self.status, request):
+                continue
+            if request.kind == "abort":
+                self.handle(request)
+                continue
+            self.status.handled_requests = _remember(self.status.handled_requests, request.key)
+            self.events.append(Event("Warning", "RequestRejected", f"{request.kind} by {request.by} ignored: the "
+                                                                   f"spec is invalid ({refused[:300]})"))
+        if self.status.phase == "RollingBack":
+            self.finish_rollback_if_done()
+            return
+        if self.status.phase == "Completed":
+            held = "the completed change stays as it is"
+        elif levers_touched(self.status):
+            held = (f"the live levers stay guarded by the last valid spec (revision {self.status.revision}): "
+                    "rollback triggers keep running, abort works")
+        else:
+            held = "nothing is live"
+        self.status.message = f"invalid spec, holding: {refused[:500]}; {held}"
+
+    def accept_spec(self) -> None:
+        """A valid spec after a refused one: the hold ends and the rollout resumes where it stood."""
+        if _condition_message(self.status, "Invalid")[0] != "True":
+            return
+        self.set_condition("Invalid", "False", "SpecValid", "")
+        if self.status.phase != "Invalid":
+            message = f"spec valid again: going on from stage {self.status.stage} ({self.status.phase})"
+            self.status.message = message
+            _record(self.status, self.now, message)
+            self.events.append(Event("Normal", "SpecValid", message))
 
     # -- requests ------------------------------------------------------------------------
     def handle(self, request: Request) -> None:
@@ -385,26 +524,34 @@ class _Engine:
                        event_reason="StageStarted")
 
     def plan_promotion(self, stage: Stage) -> None:
-        change, models = self.spec.change, self.spec.models
+        """Switch every symbol by the flag alone: the registry keeps the champion until the rollout completes,
+        so until then reverting the ConfigMap alone brings the baseline back (MLflow up or not), and a paper
+        baseline that follows `champion` stays the real baseline for the full stage's comparisons."""
+        change = self.spec.change
         flags = {change.key: change.candidate} | {change.override_key(s): change.candidate for s in self.spec.symbols}
         self.plan("setFlag", self.configmap(), reason=f"promote {stage.name}", flags=flags, undo=self.baseline_flags())
-        versions = self.status.versions
-        for symbol in self.spec.symbols:
-            name = models.registered_model(symbol)
+        self.status.symbols_on_candidate = sorted(self.spec.symbols)
+        self.status.promoted_at = self.now
+        self.status.sunset_at = self.sunset_time()
+
+    def plan_champion_move(self, stage: Stage) -> None:
+        """On completion, MLflow records what was accepted: `champion` to the candidate version that passed
+        (the one recorded when the stage began, not whatever `candidate` points at now), the old champion to
+        `previous`, the feature artifact run pinned. From then on the champion serves every symbol whose flag
+        selects its loss, so a retrain that moves `candidate` reaches live traffic only through a new rollout."""
+        models, versions = self.spec.models, self.status.versions
+        for name in dict.fromkeys(models.registered_model(s) for s in self.spec.symbols):
             candidate = versions.candidate.get(name)
             if candidate is None:
                 continue
             if name in versions.champion:
-                self.plan("moveAlias", name, reason=f"promote {stage.name}", alias=models.aliases.previous,
+                self.plan("moveAlias", name, reason=f"complete {stage.name}", alias=models.aliases.previous,
                           value=versions.champion[name])
-            self.plan("moveAlias", name, reason=f"promote {stage.name}", alias=models.aliases.champion,
+            self.plan("moveAlias", name, reason=f"complete {stage.name}", alias=models.aliases.champion,
                       value=candidate)
             if models.feature_artifact.enabled and name in versions.candidate_runs:
-                self.plan("pinFeatures", name, reason=f"promote {stage.name}", alias=models.feature_artifact.tag,
+                self.plan("pinFeatures", name, reason=f"complete {stage.name}", alias=models.feature_artifact.tag,
                           value=versions.candidate_runs[name])
-        self.status.symbols_on_candidate = sorted(self.spec.symbols)
-        self.status.promoted_at = self.now
-        self.status.sunset_at = self.sunset_time()
 
     def evaluate_gates(self) -> None:
         stage = _stage(self.spec, self.status)
@@ -468,8 +615,13 @@ class _Engine:
             self.enter_stage(index + 1, f"stage {stage.name} passed")
             return
         self.status.counters = Counters()
-        self.set_phase("Completed", f"fully promoted; sunset review due {self.status.sunset_at:%Y-%m-%d}"
-                       if self.status.sunset_at else "fully promoted", event_reason="Completed")
+        self.plan_champion_move(stage)
+        self.set_phase("Completed", self.completed_message(), event_reason="Completed")
+
+    def completed_message(self) -> str:
+        sunset, pending = self.status.sunset_at, len(pending_actions(self.status))
+        return (f"fully promoted; sunset review due {sunset:%Y-%m-%d}" if sunset else "fully promoted") + (
+            f"; recording the new champion in MLflow ({pending} action(s) left)" if pending else "")
 
     def fail_stage(self, stage: Stage, failures: list[str]) -> None:
         why = f"gate(s) {', '.join(failures)} failed in stage {stage.name}"
@@ -616,7 +768,8 @@ class _Engine:
         self.set_condition("AwaitingApproval", "True" if phase == "AwaitingApproval" else "False", phase, "")
         self.set_condition("Completed", "True" if phase == "Completed" else "False", phase, "")
         self.set_condition("RolledBack", "True" if phase == "RolledBack" else "False", phase, "")
-        self.set_condition("Invalid", "False", "SpecValid", "")
+        if _condition(self.status, "Invalid") is None:
+            self.set_condition("Invalid", "False", "SpecValid", "")
         if phase == "Degraded":
             self.set_condition("Degraded", "True", "Holding", self.status.message)
 
@@ -644,7 +797,11 @@ def _live_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | N
 
 
 def _condition(status: ModelRolloutStatus, type_: str) -> str | None:
-    return next((c.status for c in status.conditions if c.type == type_), None)
+    return _condition_message(status, type_)[0]
+
+
+def _condition_message(status: ModelRolloutStatus, type_: str) -> tuple[str | None, str]:
+    return next(((c.status, c.message) for c in status.conditions if c.type == type_), (None, ""))
 
 
 def _set_condition(status: ModelRolloutStatus, type_: str, value: str, reason: str, message: str,

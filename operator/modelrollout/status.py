@@ -108,6 +108,7 @@ class Action(StatusModel):
     state: Literal["Pending", "Done"] = "Pending"
     attempts: int = 0
     last_error: str = ""
+    next_attempt_at: datetime | None = Field(default=None, description="After a failed try: when the next is due.")
     planned_at: datetime
     done_at: datetime | None = None
 
@@ -169,3 +170,6 @@ class ModelRolloutStatus(StatusModel):
     sunset_at: datetime | None = None
     conditions: list[Condition] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
+    last_valid_spec: str = Field(
+        default="", description="The spec of `revision` as last accepted (JSON): it keeps guarding the live levers "
+                                "while an edit is refused.")

@@ -57,8 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--config-dir", type=Path, help="mounted ConfigMap with CVN_LOSS_FUNCTION[__SYMBOL] files")
     serve.add_argument("--poll-seconds", type=float, help="MLflow alias/tag poll interval (default 5)")
     serve.add_argument("--config-poll-seconds", type=float, help="config re-read interval (default 0.5)")
-    serve.add_argument("--candidate-loss", help="serve the candidate only when the flag equals this value "
-                                                "(default: whenever the flag is focal)")
     serve.add_argument("--window", type=int, help="rows in the rolling PSI/sharpness window (default 1000)")
 
     commands.add_parser("journal-exporter", help="see model_runtime.outcomes.exporter", add_help=False)

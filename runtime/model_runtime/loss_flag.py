@@ -63,6 +63,20 @@ class LossSpec(BaseModel):
             raise ValueError(f"{FLAG}={value!r}: {problems}") from None
 
 
+Role = Literal["champion", "candidate"]
+
+
+def served_role(flag: LossSpec, champion: LossSpec | None, candidate: LossSpec | None) -> Role:
+    """Which model a symbol serves: the candidate only where its flag selects the candidate's loss and not
+    the champion's; the champion everywhere else.
+
+    So a rollout switches a symbol by the flag alone and a revert of the flag alone switches it back,
+    whatever the registry can be reached for. Once a change is accepted (the champion now has the
+    flag's loss), a retrain that moves `candidate` is not served until a rollout's flag selects it.
+    """
+    return "candidate" if candidate is not None and flag == candidate and flag != champion else "champion"
+
+
 def _coerce(value: Any) -> Any:
     return LossSpec.parse(value) if isinstance(value, str) else value
 

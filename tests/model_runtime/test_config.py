@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from model_runtime.loss_flag import LossFlags, LossSpec, current_flag_values, read_config_dir
-from model_runtime.registry import Naming
-from model_runtime.serving.server import wanted_alias
+from model_runtime.loss_flag import LossFlags, LossSpec, current_flag_values, read_config_dir, served_role
 
 
 @pytest.mark.parametrize(("text", "kind", "gamma", "alpha"), [
@@ -50,12 +48,15 @@ def test_bad_value_names_the_key():
         LossFlags.from_mapping({"CVN_LOSS_FUNCTION__ETHUSDC": "focal:gamma=x"})
 
 
-def test_candidate_is_served_when_the_flag_selects_it():
-    naming = Naming()
+def test_candidate_is_served_only_where_the_flag_selects_its_loss_and_not_the_champions():
     focal, logistic = LossSpec.parse("focal"), LossSpec.parse("binary:logistic")
-    assert wanted_alias(focal, None, naming) == "candidate"
-    assert wanted_alias(logistic, None, naming) == "champion"
-    assert wanted_alias(focal, LossSpec.parse("focal:gamma=1"), naming) == "champion"  # not the candidate's value
+    assert served_role(focal, logistic, focal) == "candidate"  # a canary or the full stage
+    assert served_role(logistic, logistic, focal) == "champion"  # before, and after a flag revert
+    assert served_role(LossSpec.parse("focal:gamma=1"), logistic, focal) == "champion"  # not the candidate's loss
+    assert served_role(focal, None, focal) == "candidate"  # the champion not loaded (yet)
+    # Accepted: the champion has the flag's loss, so a retrain that sets `candidate` is not served by itself.
+    assert served_role(focal, focal, focal) == "champion"
+    assert served_role(focal, focal, None) == "champion"
 
 
 def _configmap_volume(root: Path, version: str, values: dict[str, str]) -> None:

@@ -1,16 +1,19 @@
 """Steps the pure decision engine the way the operator's shell does, against a simulated world.
 
 One cycle: ask the engine what to measure (`plan_measurements`), build the `Observation`
-from the verdicts the test dictates, `decide`, then carry out every pending action in
-order on a `World` (the ConfigMap, MLflow aliases and feature pins) and mark it Done, or
-leave it Pending with an error and stop there, as the shell does. The clock then advances.
+from the verdicts the test dictates, `decide`, then carry out the actions the engine says
+are due, in order, on a `World` (the ConfigMap, MLflow aliases and feature pins) and mark
+each Done, or leave it Pending with an error and stop there, as the shell does. The clock
+then advances. The World also says what each symbol's model server answers with, by the
+server's own rule (`model_runtime.loss_flag.served_role`) over the flags and the aliases, so
+the tests can assert over what is really served, not only over what the flags say.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -18,7 +21,17 @@ from typing import Any
 
 import yaml
 
-from modelrollout.engine import Decision, Event, decide, mark_action, pending_actions, plan_measurements
+from model_runtime.loss_flag import LossSpec, served_role
+from modelrollout.engine import (
+    Decision,
+    Event,
+    decide,
+    due_actions,
+    last_valid_spec,
+    mark_action,
+    pending_actions,
+    plan_measurements,
+)
 from modelrollout.observation import Observation, Request
 from modelrollout.spec import ModelRolloutSpec, Stage
 from modelrollout.status import Action, Measurement, ModelRolloutStatus, ModelVersions, Verdict
@@ -26,6 +39,7 @@ from modelrollout.status import Action, Measurement, ModelRolloutStatus, ModelVe
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "focal-loss-rollout-fast.yaml"
 START = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 CHAMPION, CANDIDATE = "3", "4"  # registered model versions behind the aliases at the start
+RETRAINED = "5"  # a later training of the candidate's loss (see World.retrained)
 GateVerdicts = Verdict | Mapping[str, Verdict | None]  # one verdict for every gate, or per gate (None: missing)
 FailWhen = bool | Callable[[Action], bool]
 
@@ -59,6 +73,7 @@ class World:
     flags: dict[str, str]
     aliases: dict[tuple[str, str], str]  # (registered model, alias) -> version
     pins: dict[str, str]  # registered model -> feature artifact run
+    losses: dict[str, str]  # model version -> the loss (flag value) it was trained with
     applied: list[Action] = field(default_factory=list)
 
     @classmethod
@@ -67,7 +82,35 @@ class World:
         aliases = {(m, spec.models.aliases.champion): CHAMPION for m in models}
         aliases |= {(m, spec.models.aliases.candidate): CANDIDATE for m in models}
         return cls(flags={spec.change.key: spec.change.baseline}, aliases=aliases,
-                   pins=dict.fromkeys(models, f"run-{CHAMPION}"))
+                   pins=dict.fromkeys(models, f"run-{CHAMPION}"),
+                   losses={CHAMPION: spec.change.baseline, CANDIDATE: spec.change.candidate,
+                           RETRAINED: spec.change.candidate})
+
+    def served(self, spec: ModelRolloutSpec) -> dict[str, str]:
+        """The model version each symbol's server answers with, by the server's rule (both aliases loaded)."""
+        names = spec.models.aliases
+        served = {}
+        for symbol in spec.symbols:
+            model = spec.models.registered_model(symbol)
+            champion, candidate = self.aliases.get((model, names.champion)), self.aliases.get((model, names.candidate))
+            role = served_role(LossSpec.parse(self.flag(spec, symbol)), self._loss(champion), self._loss(candidate))
+            served[symbol] = (candidate if role == "candidate" else champion) or ""
+        return served
+
+    def _loss(self, version: str | None) -> LossSpec | None:
+        return LossSpec.parse(self.losses[version]) if version in self.losses else None
+
+    def flag_reverted(self, spec: ModelRolloutSpec) -> World:
+        """This world after the revert's first step alone (every key the rollout sets back at baseline):
+        what is served if MLflow cannot be reached for the rest."""
+        change = spec.change
+        flags = dict.fromkeys([change.key, *(change.override_key(s) for s in spec.symbols)], change.baseline)
+        return replace(self, flags=self.flags | flags, applied=[])
+
+    def retrained(self, spec: ModelRolloutSpec) -> World:
+        """This world after a routine retrain outside any rollout: `candidate` moves to a new version."""
+        moved = {key: RETRAINED for key in self.aliases if key[1] == spec.models.aliases.candidate}
+        return replace(self, aliases=self.aliases | moved, applied=[])
 
     def apply(self, action: Action) -> None:
         if action.type == "setFlag":
@@ -109,6 +152,7 @@ class Cycle:
     now: datetime
     spec: ModelRolloutSpec
     decision: Decision
+    refused: str = ""
 
     @property
     def after(self) -> ModelRolloutStatus:
@@ -131,6 +175,7 @@ class Driver:
         self.generation = 1
         self.world = World.initial(self.spec)
         self.mlflow_up = True
+        self.refused = ""  # why the spec on the object is refused (an edit the operator cannot use), if it is
         self.fingerprint: str | None = "sweep-1"
         self.cycles: list[Cycle] = []
         self.events: list[Event] = []
@@ -163,9 +208,20 @@ class Driver:
     def retry(self, **kwargs: Any) -> Request:
         return self.request("retry", **kwargs)
 
+    def refuse(self, message: str = "spec.stages[1].gates[0].comparison.query: must contain {variant}") -> None:
+        """An edit the schema let through but the operator refuses: the shell then decides under the
+        last valid spec (`self.spec` stays that one), with `refused` saying why."""
+        self.refused = message
+        self.generation += 1
+
+    def accept(self) -> None:
+        """The refused edit is undone (the same revision as before it)."""
+        self.refused = ""
+        self.generation += 1
+
     def observe(self, gates: GateVerdicts, trigger: Verdict | None) -> Observation:
         """What the shell would measure now: only what `plan_measurements` asks for."""
-        plan = plan_measurements(self.spec, self.status)
+        plan = plan_measurements(self.spec, self.status, refused=bool(self.refused))
         measured: list[Measurement] = []
         if plan.gates is not None:
             for gate in plan.gates.gates:
@@ -188,8 +244,11 @@ class Driver:
              *, fail: FailWhen = False, advance: float = 2.0, observation: Observation | None = None) -> Decision:
         """decide -> carry out pending actions (stopping at the first failure) -> advance the clock."""
         observed = observation if observation is not None else self.observe(gates, trigger)
-        decision = decide(self.spec, self.status, observed, tuple(requests), self.now, self.generation)
-        self.cycles.append(Cycle(self.status, observed, tuple(requests), self.now, self.spec, decision))
+        if self.refused:
+            assert last_valid_spec(self.status) == self.spec, "the status must keep the spec the levers moved under"
+        decision = decide(self.spec, self.status, observed, tuple(requests), self.now, self.generation,
+                          refused=self.refused)
+        self.cycles.append(Cycle(self.status, observed, tuple(requests), self.now, self.spec, decision, self.refused))
         self.events.extend(decision.events)
         self.status = decision.status
         self.carry_out(fail)
@@ -197,8 +256,8 @@ class Driver:
         return decision
 
     def carry_out(self, fail: FailWhen = False) -> None:
-        """Carry out pending actions in order, like the shell: a failure stays Pending and stops the run."""
-        for action in pending_actions(self.status):
+        """Carry out the due actions in order, like the shell: a failure stays Pending and stops the run."""
+        for action in due_actions(self.status, self.now, refused=bool(self.refused)):
             failed = fail(action) if callable(fail) else fail
             if failed:
                 self.status = mark_action(self.status, action.id, self.now, error="simulated outage")

@@ -70,3 +70,23 @@ def test_anything_that_may_need_work_is_read(cached: Any) -> None:
 
 def test_a_handled_request_and_done_actions_need_no_read() -> None:
     assert gets_for(body(annotations=request("r-1"), actions=[{"id": "1", "state": "Done"}])) == 0
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
+
+
+def test_a_stuck_action_waiting_for_its_next_try_needs_no_read() -> None:
+    waiting = [{"id": "1", "state": "Pending", "nextAttemptAt": iso(NOW + timedelta(seconds=30))}]
+    assert gets_for(body(actions=waiting)) == 0
+    due = [{"id": "1", "state": "Pending", "nextAttemptAt": iso(NOW - timedelta(seconds=1))}]
+    assert gets_for(body(actions=due)) == 1
+
+
+def test_while_rolling_back_only_the_reverts_next_try_makes_a_cycle() -> None:
+    rolling_back = body(last_evaluated=timedelta(hours=1), actions=[
+        {"id": "1", "state": "Pending", "nextAttemptAt": iso(NOW + timedelta(seconds=30))}])
+    rolling_back["status"]["phase"] = "RollingBack"
+    assert gets_for(rolling_back) == 0  # nothing is measured while reverting: the interval is no reason
+    rolling_back["status"]["actions"] = [{"id": "1", "state": "Done"}]
+    assert gets_for(rolling_back) == 1  # every action done: the cycle that ends the rollback

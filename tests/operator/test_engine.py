@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -17,6 +18,7 @@ from modelrollout.engine import (
     mark_action,
     pending_actions,
     plan_measurements,
+    retry_delay,
     revision_of,
     rollback_now,
 )
@@ -102,7 +104,7 @@ def test_awaiting_approval_holds_however_long_the_gates_pass() -> None:
         assert decision.status.actions == driver.cycles[-1].before.actions  # nothing new planned
 
 
-def test_promote_switches_every_symbol_and_moves_the_champion_alias() -> None:
+def test_promote_switches_every_symbol_by_the_flag_alone() -> None:
     driver = Driver()
     driver.to_awaiting()
     revision = driver.status.revision
@@ -115,36 +117,60 @@ def test_promote_switches_every_symbol_and_moves_the_champion_alias() -> None:
     assert (status.approval.stage, status.approval.revision, status.approval.by, status.approval.ticket) == (
         "full", revision, "alice@cvntrade.io", "CHG-42")
     assert request.key in status.handled_requests
-    promotion = status.actions[1:]
-    assert all(a.reason == "promote full" for a in promotion)
-    flag = promotion[0]
-    assert flag.type == "setFlag" and flag.flags == dict.fromkeys(ALL_KEYS, CANDIDATE_FLAG)
-    moves = [(a.target, a.alias, a.value) for a in promotion if a.type == "moveAlias"]
-    assert moves == [x for m in MODELS for x in ((m, "previous-champion", CHAMPION), (m, "champion", CANDIDATE))]
-    pins = [(a.target, a.alias, a.value) for a in promotion if a.type == "pinFeatures"]
-    assert pins == [(m, "feature_artifact_run_id", f"run-{CANDIDATE}") for m in MODELS]
+    [flag] = status.actions[1:]  # the registry does not move before the rollout completes
+    assert flag.reason == "promote full" and flag.type == "setFlag"
+    assert flag.flags == dict.fromkeys(ALL_KEYS, CANDIDATE_FLAG)
     assert status.versions.champion == dict.fromkeys(MODELS, CHAMPION)  # recorded, for a rollback
     assert status.versions.candidate == dict.fromkeys(MODELS, CANDIDATE)
     assert driver.world.on_candidate(SPEC) == set(SPEC.symbols)
-    assert driver.world.champions(SPEC) == dict.fromkeys(MODELS, CANDIDATE)
+    assert driver.world.served(SPEC) == dict.fromkeys(SPEC.symbols, CANDIDATE)
+    assert driver.world.champions(SPEC) == dict.fromkeys(MODELS, CHAMPION)  # a paper baseline stays the baseline
+    # The seconds path is the whole revert: the ConfigMap alone brings the baseline back, MLflow or not.
+    assert driver.world.flag_reverted(SPEC).served(SPEC) == dict.fromkeys(SPEC.symbols, CHAMPION)
 
 
-def test_watch_period_then_completed_keeping_the_change() -> None:
+def test_watch_period_then_completed_moves_the_champion_and_keeps_the_change() -> None:
     driver = Driver()
     driver.to_watching()
     promoted = driver.status.promoted_at
     assert promoted is not None
     while driver.now - promoted < timedelta(seconds=20):
         assert driver.step().status.phase == "Watching"
+        assert driver.world.champions(SPEC) == dict.fromkeys(MODELS, CHAMPION)
+    done = len(driver.status.actions)
     decision = driver.step()
     assert decision.status.phase == "Completed"
     assert [e.reason for e in decision.events] == ["StagePassed", "Completed"]
     assert condition(decision.status, "Completed") == "True"
     assert condition(decision.status, "Progressing") == "False"
     assert decision.status.sunset_at == promoted + timedelta(hours=1)
-    assert driver.world.on_candidate(SPEC) == set(SPEC.symbols)
+    moves = [(a.type, a.target, a.alias, a.value) for a in new_actions(driver, done)]
+    assert moves == [x for m in MODELS for x in (("moveAlias", m, "previous-champion", CHAMPION),
+                                                 ("moveAlias", m, "champion", CANDIDATE),
+                                                 ("pinFeatures", m, "feature_artifact_run_id", f"run-{CANDIDATE}"))]
+    assert all(a.reason == "complete full" for a in new_actions(driver, done))
+    assert driver.world.champions(SPEC) == dict.fromkeys(MODELS, CANDIDATE)
+    assert driver.world.served(SPEC) == dict.fromkeys(SPEC.symbols, CANDIDATE)
+    # Accepted: a routine retrain that moves `candidate` is not served until a rollout selects it.
+    assert driver.world.retrained(SPEC).served(SPEC) == dict.fromkeys(SPEC.symbols, CANDIDATE)
     before = driver.status
     assert driver.step(trigger="Fail").status.actions == before.actions  # a completed rollout keeps the change
+
+
+def test_completion_waits_for_mlflow_without_ever_reverting() -> None:
+    driver = Driver()
+    driver.to_watching()
+    driver.run_until(lambda s: s.phase == "Completed", fail=lambda a: a.type != "setFlag")  # MLflow down
+    assert "recording the new champion in MLflow" in driver.status.message
+    stuck = pending_actions(driver.status)
+    assert stuck and stuck[0].attempts == 1 and driver.world.champions(SPEC) == dict.fromkeys(MODELS, CHAMPION)
+    assert driver.world.served(SPEC) == dict.fromkeys(SPEC.symbols, CANDIDATE)  # served by the flag meanwhile
+    since = len(driver.events)
+    driver.step(trigger="Fail", requests=[driver.abort()], fail=True)
+    assert driver.status.phase == "Completed" and "AbortIgnored" in driver.reasons(since)
+    driver.run_until(lambda s: not pending_actions(s), advance=60)
+    assert driver.status.message.startswith("fully promoted")
+    assert driver.world.champions(SPEC) == dict.fromkeys(MODELS, CANDIDATE)
 
 
 def test_live_column_and_an_event_on_every_transition() -> None:
@@ -240,23 +266,41 @@ def test_rollback_follows_the_order_the_spec_gives() -> None:
     assert_all_baseline(driver)
 
 
-def test_a_failing_rollback_action_stays_pending_and_keeps_rolling_back() -> None:
+def test_a_failing_rollback_action_stays_pending_backs_off_and_keeps_rolling_back() -> None:
     driver = Driver()
     driver.to_canary()
     driver.step(trigger="Fail", fail=True)
-    for attempt in range(1, 4):
+    tries: list[float] = []
+    for _ in range(40):  # 80 s of MLflow outage, a cycle every 2 s
+        at = driver.now
+        first = pending_actions(driver.status)[0]
         decision = driver.step(trigger=None, fail=lambda a: a.type == "moveAlias")
         assert decision.status.phase == "RollingBack"
-        stuck = pending_actions(driver.status)
-        assert stuck[0].type == "moveAlias" and stuck[0].attempts == attempt
-        assert stuck[0].last_error == "simulated outage"
+        stuck = pending_actions(driver.status)[0]
+        assert stuck.type == "moveAlias" and stuck.last_error == "simulated outage"
         assert "action(s) left" in decision.status.message
+        if (stuck.id, stuck.attempts) != (first.id, first.attempts):  # it was tried in this cycle
+            assert stuck.next_attempt_at == at + retry_delay(stuck.attempts)
+            tries.append((at - START).total_seconds())
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert len(tries) <= 8 and gaps == sorted(gaps) and gaps[-1] >= 32, tries  # backed off, not one per cycle
     assert driver.world.on_candidate(SPEC) == set()  # the seconds path went through first
-    driver.step(trigger=None)
-    decision = driver.step(trigger=None)
-    assert decision.status.phase == "RolledBack"
-    assert all(a.state == "Done" and a.done_at is not None for a in decision.status.actions)
+    assert driver.world.served(SPEC) == dict.fromkeys(SPEC.symbols, CHAMPION)
+    driver.run_until(lambda s: s.phase == "RolledBack", limit=80)
+    assert all(a.state == "Done" and a.done_at is not None for a in driver.status.actions)
     assert_all_baseline(driver)
+
+
+def test_retry_delay_doubles_from_a_second_and_is_capped_at_five_minutes() -> None:
+    assert [retry_delay(n).total_seconds() for n in range(11)] == [
+        0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+    assert retry_delay(10_000) == timedelta(minutes=5)
+    # An hour of outage: the tries before each gap reaches the cap, then one every 5 minutes.
+    elapsed, tries = timedelta(0), 0
+    while elapsed < timedelta(hours=1):
+        tries += 1
+        elapsed += retry_delay(tries)
+    assert tries <= 20
 
 
 def test_mark_action_records_each_attempt() -> None:
@@ -265,11 +309,12 @@ def test_mark_action_records_each_attempt() -> None:
     driver.step(fail=True)
     [action] = driver.status.actions
     assert (action.state, action.attempts, action.done_at) == ("Pending", 1, None)
+    assert action.next_attempt_at == driver.now - timedelta(seconds=2) + retry_delay(1)
     before = driver.status.model_dump()
     done = mark_action(driver.status, action.id, driver.now)
     assert driver.status.model_dump() == before  # pure
     assert (done.actions[0].state, done.actions[0].attempts, done.actions[0].last_error) == ("Done", 2, "")
-    assert done.actions[0].done_at == driver.now
+    assert done.actions[0].done_at == driver.now and done.actions[0].next_attempt_at is None
     assert mark_action(done, "9999-setFlag", driver.now) == done
 
 
@@ -331,12 +376,15 @@ def test_promote_in_the_cycle_a_trigger_breached_rolls_back_instead_of_promoting
 def test_trigger_breach_rolls_back_even_while_forward_actions_are_stuck() -> None:
     driver = Driver()
     driver.to_awaiting()
-    driver.step(requests=[driver.promote()], fail=lambda a: a.type == "moveAlias")  # MLflow down mid-promotion
-    assert driver.world.on_candidate(SPEC) == set(SPEC.symbols)  # the flag moved, the alias did not
-    decision = driver.step(trigger="Fail", fail=lambda a: a.type == "moveAlias" and a.reason != "rollback")
-    assert decision.status.phase == "RollingBack"
+    driver.step(requests=[driver.promote()], fail=lambda a: a.reason == "promote full")  # the apiserver flaked
+    assert driver.world.on_candidate(SPEC) == {"BTCUSDC"}  # only the canary is live
+    stuck = pending_actions(driver.status)[0]
+    assert stuck.next_attempt_at is not None and stuck.next_attempt_at > driver.now - timedelta(seconds=2)
+    decision = driver.step(trigger="Fail", fail=lambda a: a.reason == "promote full", advance=0)
+    assert decision.status.phase == "RollingBack"  # at once, backoff or not
     assert not any(a.reason == "promote full" and a.state == "Pending" for a in decision.status.actions)
-    assert driver.step().status.phase == "RolledBack"
+    assert driver.world.on_candidate(SPEC) == set()  # the revert was tried at once, in the same cycle
+    driver.run_until(lambda s: s.phase == "RolledBack")
     assert_all_baseline(driver)
 
 
@@ -793,10 +841,11 @@ def test_a_forward_action_never_marked_done_is_still_reverted_on_abort() -> None
 def test_pending_promotion_actions_are_reverted_on_abort() -> None:
     driver = Driver()
     driver.to_awaiting()
-    driver.step(requests=[driver.promote()], fail=lambda a: a.type == "pinFeatures")
-    assert driver.world.on_candidate(SPEC) == set(SPEC.symbols)
+    driver.step(requests=[driver.promote()], fail=True)
+    assert pending_actions(driver.status)[0].reason == "promote full"
+    driver.world.apply(pending_actions(driver.status)[0])  # the patch landed, the mark did not
     driver.step(requests=[driver.abort()])
-    assert driver.step().status.phase == "RolledBack"
+    driver.run_until(lambda s: s.phase == "RolledBack")
     assert_all_baseline(driver)
 
 
@@ -885,6 +934,94 @@ def test_a_fixed_spec_after_invalid_reverts_and_restarts() -> None:
     assert decision.status.phase == "RollingBack" and condition(decision.status, "Invalid") == "False"
     assert driver.step().status.stage == "shadow"
     assert_all_baseline(driver)
+
+
+def test_an_invalid_edit_mid_canary_keeps_guarding_and_a_breach_still_rolls_back() -> None:
+    driver = Driver()
+    driver.to_canary()
+    stage_started = driver.status.stage_started_at
+    driver.refuse()
+    decision = driver.step()
+    status = decision.status
+    assert (status.phase, status.stage, status.stage_started_at) == ("Progressing", "canary", stage_started)
+    assert condition(status, "Invalid") == "True"
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "InvalidSpec")]
+    assert "comparison.query" in decision.events[0].message and "comparison.query" in status.message
+    plan = plan_measurements(driver.spec, status, refused=True)
+    assert (plan.gates, plan.triggers.name, plan.versions) == (None, "canary", False)  # type: ignore[union-attr]
+    for _ in range(5):  # long past minDuration with every gate passing: nothing progresses
+        assert driver.step(advance=60).events == ()
+    assert (driver.status.stage, driver.status.phase) == ("canary", "Progressing")
+    decision = driver.step(trigger="Fail")
+    assert decision.status.phase == "RollingBack" and condition(decision.status, "Invalid") == "True"
+    driver.run_until(lambda s: s.phase == "RolledBack")
+    assert_all_baseline(driver)
+
+
+def test_undoing_a_refused_edit_resumes_where_the_rollout_stood() -> None:
+    driver = Driver()
+    driver.to_canary()
+    driver.refuse()
+    driver.step(advance=60)
+    driver.accept()
+    decision = driver.step()
+    assert condition(decision.status, "Invalid") == "False"
+    assert "SpecValid" in [e.reason for e in decision.events]
+    # The canary's clock ran on while held; its gates pass now, so it goes on (nothing reverted, nothing lost).
+    assert decision.status.phase == "AwaitingApproval" and "StagePassed" in [e.reason for e in decision.events]
+    assert not any(a.reason == "rollback" for a in decision.status.actions)
+    assert driver.world.on_candidate(SPEC) == {"BTCUSDC"}
+
+
+def test_under_a_refused_spec_only_abort_is_honoured() -> None:
+    driver = Driver()
+    driver.to_awaiting()
+    driver.refuse()
+    decision = driver.step(requests=[driver.promote(), driver.retry()])
+    assert decision.status.phase == "AwaitingApproval" and decision.status.approval is None
+    assert [e.reason for e in decision.events] == ["InvalidSpec", "RequestRejected", "RequestRejected"]
+    assert driver.world.on_candidate(SPEC) == {"BTCUSDC"}
+    driver.step(requests=[driver.abort()])
+    driver.run_until(lambda s: s.phase == "RolledBack")
+    assert_all_baseline(driver)
+
+
+def test_a_pending_revert_goes_on_under_a_refused_spec_but_no_forward_action() -> None:
+    driver = Driver()
+    driver.to_awaiting()
+    driver.step(requests=[driver.promote()], fail=True)  # the promotion's flag patch is stuck
+    driver.refuse()
+    for _ in range(5):
+        driver.step(advance=30)
+    assert pending_actions(driver.status)[0].reason == "promote full"
+    assert driver.world.on_candidate(SPEC) == {"BTCUSDC"}, "nothing moves forward under a refused spec"
+    driver.step(trigger="Fail", fail=True)  # a breach: the revert is planned, and stuck at first
+    assert driver.status.phase == "RollingBack"
+    driver.run_until(lambda s: s.phase == "RolledBack")
+    assert_all_baseline(driver)
+    assert condition(driver.status, "Invalid") == "True"
+
+
+def test_a_revert_meant_to_restart_stops_under_a_refused_spec() -> None:
+    driver = Driver()
+    driver.to_canary()
+    driver.edit(lambda d: d["change"].update(candidate="focal:gamma=3,alpha=0.25"))
+    driver.step(fail=True)
+    assert driver.status.rollback is not None and driver.status.rollback.then == "restart"
+    driver.refuse()
+    driver.run_until(lambda s: s.phase == "RolledBack")
+    assert driver.status.rollback is not None and driver.status.rollback.then == "stop"
+    assert_all_baseline(driver)
+
+
+def test_delete_of_a_refused_live_rollout_reverts_under_the_last_valid_spec() -> None:
+    driver = Driver()
+    driver.to_canary()
+    driver.refuse()
+    driver.step()
+    decision = rollback_now(driver.spec, driver.status, "rollout deleted before it completed", driver.now)
+    assert decision.status.phase == "RollingBack"
+    assert next(a.flags for a in pending_actions(decision.status)) == dict.fromkeys(ALL_KEYS, BASELINE)
 
 
 def test_gate_verdict_is_the_worst_and_nothing_is_inconclusive() -> None:

@@ -4,6 +4,10 @@ Each example drives one rollout through the shared driver (the shell's loop agai
 simulated ConfigMap and MLflow) and checks, after every cycle, that it never promotes past a
 gate that did not cleanly pass after its minimum duration, never plans the full promotion
 without a valid approval, never leaves a rollback half-done, and never mutates its input.
+Over what the model servers really answer with (flags and aliases, by the server's rule) it
+checks that what is served is what the status says, that before completion the ConfigMap
+revert alone brings the baseline back, and that after completion a retrain is not served.
+Refused edits are generated too: nothing progresses under them, and a breach still rolls back.
 
 Spec edits of what is rolled out are generated too, except on a Completed rollout: the engine
 then starts a new attempt that does not know the completed change is live (a revert of that
@@ -16,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from engine_driver import CHAMPION, Cycle, Driver, make_spec
+from engine_driver import CANDIDATE, CHAMPION, Cycle, Driver, make_spec
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +54,7 @@ class Step:
     fingerprint: str | None
     paused: bool | None  # None: spec.paused left as it is
     edit: bool = False  # edit what is rolled out (the canary's minDuration): a new revision
+    refuse: bool | None = None  # True: an edit the operator refuses arrives; False: it is undone
 
 
 def steps(healthy: int) -> st.SearchStrategy[list[Step]]:
@@ -69,6 +74,7 @@ def steps(healthy: int) -> st.SearchStrategy[list[Step]]:
         fingerprint=st.sampled_from(("sweep-1", "sweep-1", "sweep-2", None)),
         paused=st.sampled_from((None,) * 12 + (True, False)),
         edit=st.sampled_from((False,) * 15 + (True,)),
+        refuse=st.sampled_from((None,) * 14 + (True, False)),
     )
     return st.lists(step, min_size=20, max_size=60)
 
@@ -102,9 +108,13 @@ def resolve(driver: Driver, token: str, tracker: Tracker) -> Request:
 def run(plan: list[Step]) -> tuple[Driver, Tracker]:
     driver, tracker = Driver(), Tracker()
     for step in plan:
-        if step.paused is not None and step.paused != driver.spec.paused:
+        if step.refuse and not driver.refused and driver.status.last_valid_spec:
+            driver.refuse()
+        elif step.refuse is False and driver.refused:
+            driver.accept()
+        if step.paused is not None and step.paused != driver.spec.paused and not driver.refused:
             driver.edit(lambda d, paused=step.paused: d.update(paused=paused))
-        if step.edit and driver.status.phase != "Completed":  # editing a completed rollout: see the module doc
+        if step.edit and driver.status.phase != "Completed" and not driver.refused:  # completed: see the module doc
             driver.edit(lambda d: d["stages"][1].update(minDuration="10s" if d["stages"][1].get(
                 "minDuration") == "20s" else "20s"))
         driver.mlflow_up, driver.fingerprint = step.mlflow_up, step.fingerprint
@@ -222,20 +232,39 @@ def check_cycle(cycle: Cycle, tracker: Tracker) -> None:
 
     assert after.live == f"{len(after.symbols_on_candidate)}/{len(spec.symbols)}"
 
+    # (6) under a refused spec nothing progresses: no later stage, no approval, nothing planned but a revert.
+    if cycle.refused:
+        assert (after.stage_index, after.stage) == (before.stage_index, before.stage)
+        assert after.approval == before.approval and after.stage_started_at == before.stage_started_at
+        assert all(a.reason == "rollback" for a in after.actions if a.id in new_ids)
+        if breached and before.phase not in ("RollingBack", "RolledBack", "NotPromoted", "Completed") and \
+                before.symbols_on_candidate:
+            assert after.phase == "RollingBack", "a breach under a refused spec must still roll back"
+
 
 def check_world(driver: Driver) -> None:
     """What is really live matches what the status says, once the shell has carried out the plan."""
     status, spec, world = driver.status, driver.spec, driver.world
     live = world.on_candidate(spec)
+    served = world.served(spec)
     assert live <= set(status.symbols_on_candidate), "a symbol is live that the status does not know of"
+    assert {s for s, v in served.items() if v == CANDIDATE} <= set(status.symbols_on_candidate), \
+        "a symbol serves the candidate that the status does not know of"
     if status.phase in ("RolledBack", "NotPromoted"):
         assert live == set()
+        assert served == dict.fromkeys(spec.symbols, CHAMPION)
         assert world.champions(spec) == dict.fromkeys(world.champions(spec), CHAMPION)
         assert set(world.pins.values()) == {f"run-{CHAMPION}"}
+    if status.phase != "Completed":
+        # The registry does not move before completion, so the ConfigMap revert alone restores the baseline.
+        assert world.champions(spec) == dict.fromkeys(world.champions(spec), CHAMPION)
+        assert world.flag_reverted(spec).served(spec) == dict.fromkeys(spec.symbols, CHAMPION)
     if not pending_actions(status) and status.phase != "RollingBack":
         assert live == set(status.symbols_on_candidate)
-        if status.promoted_at is not None:
+        assert served == {s: CANDIDATE if s in status.symbols_on_candidate else CHAMPION for s in spec.symbols}
+        if status.phase == "Completed":
             assert set(world.champions(spec).values()) == set(status.versions.candidate.values())
+            assert world.retrained(spec).served(spec) == served, "a retrain went live without a rollout"
 
 
 # --- the properties -------------------------------------------------------------------------------
@@ -280,3 +309,8 @@ def test_the_generated_runs_reach_every_phase() -> None:
     assert {"RollingBack", "RolledBack"} <= tracker.phases
     assert driver.status.rollback is not None and driver.status.rollback.completed_at is not None
     assert driver.now - driver.status.rollback.started_at < timedelta(seconds=10)
+    refused_breach = healthy[:4] + [Step("Pass", "Pass", (), False, 2, True, "sweep-1", None, refuse=True),
+                                    Step("Pass", "Fail", (), False, 2, True, "sweep-1", None)] + [
+        Step("Pass", None, (), False, 2, True, "sweep-1", None)] * 2
+    driver, tracker = run(refused_breach)
+    assert driver.refused and driver.status.phase == "RolledBack"

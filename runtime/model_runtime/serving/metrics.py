@@ -96,6 +96,8 @@ class ServerMetrics:
                                  buckets=LATENCY_BUCKETS, registry=r)
         self.requests = Counter("predict_requests", "/predict requests by HTTP status", ["symbol", "code"],
                                 registry=r)
+        self.answered = Counter("model_predictions", "Rows answered, by the model version that answered them",
+                                ["symbol", "variant", "version"], registry=r)
         self.focal_active = Gauge("focal_loss_active", "1 when the symbol serves a focal-loss model",
                                   ["symbol", "gamma", "alpha"], registry=r)
         self.version_info = Gauge("model_version_info", "The model version a symbol serves",
@@ -110,7 +112,7 @@ class ServerMetrics:
         self.rolling = RollingStats(window, served)
         r.register(self.rolling)
         self._labels: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._served_children: dict[tuple[str, str], tuple[Histogram, Histogram, Counter]] = {}
+        self._served_children: dict[tuple[str, str, str], tuple[Histogram, Histogram, Counter, Counter]] = {}
 
     def _replace(self, gauge: Gauge, key: tuple[str, str], labels: tuple[str, ...], value: float) -> None:
         """Keep exactly one series per key, so a switch never leaves a stale series behind."""
@@ -138,13 +140,16 @@ class ServerMetrics:
         self._replace(self.focal_active, (symbol, "focal"), (symbol, *focal), 1.0 if loss.is_focal else 0.0)
         self._replace(self.version_info, (symbol, "version"), (symbol, variant, model.version, model.alias), 1.0)
 
-    def observe(self, symbol: str, variant: str, x: np.ndarray, proba: np.ndarray, seconds: float) -> None:
-        """One answered request; the labelled children are looked up once per (symbol, variant), not per call."""
-        children = self._served_children.get((symbol, variant))
+    def observe(self, symbol: str, variant: str, version: str, x: np.ndarray, proba: np.ndarray,
+                seconds: float) -> None:
+        """One answered request; the labelled children are looked up once per (symbol, variant, version), not per call."""
+        children = self._served_children.get((symbol, variant, version))
         if children is None:
-            children = self._served_children[(symbol, variant)] = (
-                self.buy_proba.labels(symbol, variant), self.latency.labels(symbol), self.requests.labels(symbol, "200"))
-        histogram, latency, requests = children
+            children = self._served_children[(symbol, variant, version)] = (
+                self.buy_proba.labels(symbol, variant), self.latency.labels(symbol), self.requests.labels(symbol, "200"),
+                self.answered.labels(symbol, variant, version))
+        histogram, latency, requests, answered = children
+        answered.inc(len(proba))
         for p in proba.tolist():
             histogram.observe(p)
         latency.observe(seconds)

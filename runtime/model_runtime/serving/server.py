@@ -1,7 +1,9 @@
 """`model-runtime serve`: per-symbol inference that follows the loss flag and the MLflow aliases live.
 
-Both aliases of every symbol are kept loaded, so a flag flip is a dictionary lookup: no restart, no
-dropped request. Two background loops feed the switch: the ConfigMap/env flag is re-read every
+A symbol serves the `candidate` alias only where its flag selects the candidate's loss and not the
+champion's (`model_runtime.loss_flag.served_role`), else `champion`. Both aliases of every symbol are
+kept loaded, so a flag flip is a dictionary lookup: no restart, no dropped request, no MLflow call.
+Two background loops feed the switch: the ConfigMap/env flag is re-read every
 `config_poll_seconds` (Kubernetes swaps the `..data` symlink, so each read sees one whole version), and
 the registry is polled every `poll_seconds` for alias moves and the `feature_artifact_run_id` tag. A
 failed poll keeps the last loaded models serving and is reported in /readyz and `model_registry_up`.
@@ -24,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import DirectoryPath, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from model_runtime.loss_flag import LossFlags, LossSpec, Symbols, TrackingUri, current_flag_values
+from model_runtime.loss_flag import LossFlags, Symbols, TrackingUri, current_flag_values, served_role
 from model_runtime.registry import Naming, connect
 from model_runtime.serving.metrics import ServerMetrics
 from model_runtime.serving.model_store import ServedModel, load_served_model, registry_view
@@ -44,15 +46,8 @@ class ServeSettings(BaseSettings):
     config_dir: DirectoryPath | None = None
     poll_seconds: float = Field(default=5.0, gt=0)
     config_poll_seconds: float = Field(default=0.5, gt=0)
-    candidate_loss: str | None = None
     window: int = Field(default=1000, ge=10)
     naming: Naming = Naming()
-
-
-def wanted_alias(flag: LossSpec, candidate: LossSpec | None, naming: Naming) -> str:
-    """The candidate alias when the symbol's effective flag selects the candidate, else the champion."""
-    is_candidate = flag == candidate if candidate is not None else flag.is_focal
-    return naming.candidate_alias if is_candidate else naming.champion_alias
 
 
 class BadRequest(Exception):
@@ -101,7 +96,6 @@ class Runtime:
     def __init__(self, settings: ServeSettings, client: MlflowClient) -> None:
         self.settings = settings
         self.client = client
-        self.candidate = LossSpec.parse(settings.candidate_loss) if settings.candidate_loss else None
         self.flags = LossFlags()
         self.flag_values: dict[str, str] | None = None
         self.loaded: dict[str, dict[str, ServedModel]] = {s: {} for s in settings.symbols}
@@ -114,8 +108,11 @@ class Runtime:
 
     def reselect(self, symbol: str) -> None:
         """Point the symbol at the alias its flag wants; fall back to the other alias until that one loads."""
-        wanted = wanted_alias(self.flags.for_symbol(symbol), self.candidate, self.settings.naming)
-        models = self.loaded[symbol]
+        naming, models = self.settings.naming, self.loaded[symbol]
+        champion, candidate = models.get(naming.champion_alias), models.get(naming.candidate_alias)
+        role = served_role(self.flags.for_symbol(symbol), champion.loss if champion else None,
+                           candidate.loss if candidate else None)
+        wanted = naming.candidate_alias if role == "candidate" else naming.champion_alias
         model = models.get(wanted) or next(iter(models.values()), None)
         if model is None:
             return
@@ -230,7 +227,7 @@ def build_app(settings: ServeSettings) -> web.Application:
             "loss_function": str(model.loss), "threshold": model.threshold,
             "buy_proba": proba.tolist(), "buy": (proba >= model.threshold).tolist(),
         })
-        runtime.metrics.observe(symbol, variant, x, proba, time.perf_counter() - started)
+        runtime.metrics.observe(symbol, variant, model.version, x, proba, time.perf_counter() - started)
         return response
 
     async def healthz(_: web.Request) -> web.Response:
