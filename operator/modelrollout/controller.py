@@ -11,7 +11,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
@@ -94,6 +94,8 @@ class Controller:
         # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
         observation = self.observe(rollout.namespace, spec, status, engine.plan_measurements(spec, status, now), requests,
                                    now)
+        if requests:  # the engine counts a request only if the apiserver refuses a forged one right now
+            observation = replace(observation, requests_unverified=self.kube.admission_refuses_forgery(rollout, now))
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation)
         decision.status.last_evaluated_at = now
         rollout = self._commit(rollout, decision.status, decision.events)
