@@ -164,12 +164,12 @@ def render(obj: dict[str, Any]) -> str:
                          + (f"  last error: {action.last_error[:80]}" if action.last_error else ""))
     decisions = [h for h in status.history if h.decision]
     if decisions:
-        lines += ["", "Decisions:", f"  {'TIME':<8} {'REQUEST':<22} {'BY':<28} {'TICKET':<12} OUTCOME"]
+        lines += ["", "Decisions:", f"  {'TIME':<8} {'REQUEST':<22} {'BY':<40} {'TICKET':<12} OUTCOME"]
         for h in decisions[-10:]:
             d = h.decision
             assert d is not None
             who = d.by + (f" as {','.join(d.groups)}" if d.groups else "")
-            lines.append(f"  {h.at:%H:%M:%S} {d.request[:22]:<22} {who[:28]:<28} {d.ticket[:12]:<12} {d.outcome}"
+            lines.append(f"  {h.at:%H:%M:%S} {d.request[:22]:<22} {who[:40]:<40} {d.ticket[:12]:<12} {d.outcome}"
                          + (f"  {h.message.split(': ', 1)[-1][:70]}" if d.outcome == "Refused" else ""))
     if status.history:
         lines += ["", "History:"]
