@@ -168,10 +168,9 @@ class Principals(SpecModel):
             "system: users and groups cannot be named: a human decision is made by named humans"),
     ]})
 
-    users: list[PrincipalName] = Field(default_factory=list, max_length=20,
-                                       json_schema_extra={"x-kubernetes-list-type": "set"})
-    groups: list[PrincipalName] = Field(default_factory=list, max_length=20,
-                                        json_schema_extra={"x-kubernetes-list-type": "set"})
+    # `default=[]` (pydantic copies it) rather than a factory, so the schema defaults it too and CEL sees both lists
+    users: list[PrincipalName] = Field(default=[], max_length=20, json_schema_extra={"x-kubernetes-list-type": "set"})
+    groups: list[PrincipalName] = Field(default=[], max_length=20, json_schema_extra={"x-kubernetes-list-type": "set"})
 
     @model_validator(mode="after")
     def _rules(self) -> Principals:
