@@ -14,6 +14,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -108,7 +109,7 @@ class Plugin:
 def impersonate(client: ApiClient, user: str | None, groups: list[str]) -> None:
     """kubectl's --as/--as-group: Impersonate-* headers, one Impersonate-Group header per group as the
     apiserver reads them (the generated client keeps headers in a plain dict, which holds one per name)."""
-    send = client.rest_client.request
+    send: Callable[..., Any] = client.rest_client.request
 
     def request(method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
         merged = HTTPHeaderDict(headers or {})
@@ -118,7 +119,7 @@ def impersonate(client: ApiClient, user: str | None, groups: list[str]) -> None:
             merged.add("Impersonate-Group", group)
         return send(method, url, headers=merged, **kwargs)
 
-    client.rest_client.request = request  # type: ignore[method-assign]
+    client.rest_client.request = request  # type: ignore[method-assign,assignment]
 
 
 def render(obj: dict[str, Any]) -> str:

@@ -122,7 +122,7 @@ def custom_resource_definition() -> dict[str, Any]:
 class _Dumper(yaml.SafeDumper):
     """Writes a default shared by two fields (one model used twice) out in full, not as a YAML alias."""
 
-    def ignore_aliases(self, data: Any) -> bool:  # noqa: ARG002 - every value, whatever it is
+    def ignore_aliases(self, data: Any) -> bool:
         return True
 
 

@@ -8,7 +8,6 @@ cycle is simply redone from fresh state: nothing half-applied, nothing lost.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast

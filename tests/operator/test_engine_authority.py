@@ -71,7 +71,8 @@ def test_retry_needs_may_approve() -> None:
     driver.run_until(lambda s: s.phase == "RolledBack")
     oncall = driver.step(requests=[driver.retry(by="dave@cvntrade.io", groups=("trading-oncall",))])
     assert oncall.status.phase == "RolledBack" and [e.reason for e in oncall.events] == ["RequestRefused"]
-    with_versions = replace(driver.observe("Pass", "Pass"), versions=driver.world.versions(driver.spec))  # as the shell reads for a retry
+    # the shell reads MLflow versions for a retry
+    with_versions = replace(driver.observe("Pass", "Pass"), versions=driver.world.versions(driver.spec))
     owner = driver.step(requests=[driver.retry(by="bob@cvntrade.io")], observation=with_versions)
     assert owner.status.phase == "Progressing" and owner.status.stage == "canary"
 
