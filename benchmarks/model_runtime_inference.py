@@ -10,6 +10,7 @@ which is the client's slop, not the server's). Median of the runs' p50/p99. BENC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -101,4 +102,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links; emit() writes to the real stdout
+        main()

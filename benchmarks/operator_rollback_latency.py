@@ -4,9 +4,8 @@ A canary rollout (the fast example, analysis interval 2 s, rollback trigger wind
 held for 10 minutes so it never moves on) runs with BTCUSDC switched to the candidate. Then the
 candidate's expectancy turns negative in the SeriesFeed, and two watchers time the outcome:
 
-* t_visible: the first moment the trigger's own PromQL and its sample count (rendered by
-  `modelrollout.gates.trigger_query` and `trigger_count_query`, judged by `evaluate_trigger` as
-  the operator does, `minSamples` included) answer "breached", polled every 50 ms;
+* t_visible: the first moment the trigger's own PromQL (rendered by `modelrollout.gates.trigger_queries`
+  and judged by `evaluate_trigger`) answers "breached", polled every 50 ms;
 * t_patched: the moment a Kubernetes watch on the ConfigMap sees every key at `binary:logistic`.
 
 latency = t_patched - t_visible, once per repetition (a fresh rollout in a fresh namespace);
@@ -54,7 +53,7 @@ from devstack.scenario import (
     start_stack,
     wait_until,
 )
-from modelrollout.gates import evaluate_trigger, trigger_count_query, trigger_query
+from modelrollout.gates import evaluate_trigger, trigger_queries
 from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.spec import ModelRolloutSpec, RollbackTrigger
 
@@ -93,11 +92,9 @@ class FirstTime:
 
 
 def breached(provider: PrometheusProvider, trigger: RollbackTrigger, symbols: Sequence[str]) -> bool:
-    """The trigger's verdict on SYMBOL as the operator reaches it: its query and its sample count."""
-    count_promql = trigger_count_query(trigger, symbols)
-    count = provider.query(count_promql) if count_promql is not None else None
-    result = provider.query(trigger_query(trigger, symbols))
-    verdicts = evaluate_trigger(trigger, symbols, result, datetime.now(UTC), count=count)
+    """The trigger's verdict on SYMBOL as the operator reaches it: every query it reads, by role."""
+    results = {role: provider.query(promql) for role, promql in trigger_queries(trigger, symbols).items()}
+    verdicts = evaluate_trigger(trigger, symbols, results, datetime.now(UTC))
     return any(m.symbol == SYMBOL and m.verdict == "Fail" for m in verdicts)
 
 

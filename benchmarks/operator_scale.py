@@ -53,7 +53,7 @@ from devstack.scenario import (
     wait_until,
 )
 from modelrollout.crd import GROUP, PLURAL, VERSION
-from modelrollout.gates import gate_queries, trigger_query
+from modelrollout.gates import gate_queries, trigger_queries
 from modelrollout.spec import ModelRolloutSpec
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -82,7 +82,7 @@ def distinct_queries(spec: ModelRolloutSpec, stage_index: int) -> int:
     stage = spec.stages[stage_index]
     symbols = spec.stage_symbols(stage)
     queries = {q for gate in stage.gates for q in gate_queries(gate, symbols).values()}
-    queries |= {trigger_query(t, symbols) for t in stage.rollback_triggers}
+    queries |= {q for t in stage.rollback_triggers for q in trigger_queries(t, symbols).values()}
     return len(queries)
 
 

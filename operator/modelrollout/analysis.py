@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import TypeVar
 
-from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_count_query, trigger_query
+from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_queries
 from modelrollout.observation import QueryResult, SweepEvidence
 from modelrollout.prometheus_provider import PrometheusProvider
-from modelrollout.spec import ModelRolloutSpec, RollbackTrigger, Stage, parse_duration
+from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import Measurement
 from modelrollout.sweep_stats import evaluate_sweep
 
@@ -42,15 +42,17 @@ def measure_stage(
 ) -> tuple[list[Measurement], list[Measurement]]:
     """(gate measurements, trigger measurements) for the stage's symbols, one per symbol each.
 
-    `stage_started_at` (of the rollout's current stage) cuts gate windows and holds triggers
-    within their `initialDelay`; None leaves both as written.
+    `stage_started_at` (of the rollout's current stage) cuts gate and trigger windows to the stage
+    and holds triggers within their `initialDelay`; None leaves both as written (sequential tests,
+    which read the whole stage, are then Errors).
     """
     symbols = spec.stage_symbols(stage)
     stage_ran = None if stage_started_at is None else max(now - stage_started_at, timedelta(0))
     gate_plans = [_rendered(partial(gate_queries, stage_ran=stage_ran), gate, symbols) for gate in stage.gates]
-    trigger_plans = [_rendered(_trigger_queries, trigger, symbols) for trigger in stage.rollback_triggers]
-    answers = _run_once(prometheus, [query for plan in gate_plans if isinstance(plan, dict) for query in plan.values()]
-                        + [query for plan in trigger_plans if isinstance(plan, tuple) for query in plan if query])
+    trigger_plans = [_rendered(partial(trigger_queries, stage_ran=stage_ran), trigger, symbols)
+                     for trigger in stage.rollback_triggers]
+    answers = _run_once(prometheus, [query for plan in gate_plans + trigger_plans if isinstance(plan, dict)
+                                     for query in plan.values()])
 
     gates: list[Measurement] = []
     for gate, plan in zip(stage.gates, gate_plans, strict=True):
@@ -59,21 +61,17 @@ def measure_stage(
         elif gate.sweep is not None:
             gates += evaluate_sweep(gate.name, gate.sweep, symbols, sweep_evidence(gate.sweep.experiment), now)
         else:
-            gates += evaluate_gate(gate, symbols, {role: answers[query] for role, query in plan.items()}, now)
+            gates += evaluate_gate(gate, symbols, {role: answers[query] for role, query in plan.items()}, now,
+                                   stage_ran)
 
     triggers: list[Measurement] = []
     for trigger, trigger_plan in zip(stage.rollback_triggers, trigger_plans, strict=True):
         if isinstance(trigger_plan, ValueError):
             triggers += _invalid(trigger.name, "rollbackTrigger", symbols, trigger_plan, now)
         else:
-            value, count = trigger_plan
-            triggers += evaluate_trigger(trigger, symbols, answers[value], now, answers[count] if count else None,
-                                         stage_ran)
+            triggers += evaluate_trigger(trigger, symbols, {role: answers[query] for role, query in trigger_plan.items()},
+                                         now, stage_ran)
     return gates, triggers
-
-
-def _trigger_queries(trigger: RollbackTrigger, symbols: Sequence[str]) -> tuple[str, str | None]:
-    return trigger_query(trigger, symbols), trigger_count_query(trigger, symbols)
 
 
 def _rendered(render: Callable[[_Item, Sequence[str]], _Query], item: _Item,

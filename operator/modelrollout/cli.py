@@ -16,18 +16,24 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, cast
 
 import kubernetes
+import yaml
 from kubernetes.client import ApiClient, AuthenticationV1Api, CustomObjectsApi, V1SelfSubjectReview
 from kubernetes.client.exceptions import ApiException
 from urllib3 import HTTPHeaderDict
 
 from modelrollout.crd import GROUP, PLURAL, VERSION
+from modelrollout.engine import stage_duration
+from modelrollout.gates import human_duration
 from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, format_request
 from modelrollout.observation import Request
-from modelrollout.spec import AUTHORITY_FIELD
-from modelrollout.status import TERMINAL_PHASES, ModelRolloutStatus
+from modelrollout.prometheus_provider import PrometheusProvider
+from modelrollout.replay import replay_stage
+from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, parse_duration
+from modelrollout.status import TERMINAL_PHASES, Evidence, ModelRolloutStatus
 
 VERDICT_MARK = {"Pass": "✔", "Fail": "✖", "Inconclusive": "?", "Error": "!"}
 
@@ -54,7 +60,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     retry = commands.add_parser("retry", help="re-run a failed stage, or resume a paused one")
     retry.add_argument("name")
     retry.add_argument("--ticket", default="")
-    for sub in (status, promote, abort, retry):
+    replay = commands.add_parser("replay", help="how often a plan's rules would have fired against the baseline itself")
+    replay.add_argument("plan", help="a ModelRollout manifest file, or the name of one in the cluster")
+    replay.add_argument("--since", default="30d", help="history to replay (default 30d)")
+    replay.add_argument("--every", default="1d", help="a stage-long window starts this often (default 1d)")
+    replay.add_argument("--step", default="10m", help="how often a rule is looked at (default 10m)")
+    replay.add_argument("--prometheus", default=None, help="Prometheus URL (default: the plan's spec.prometheus.url)")
+    for sub in (status, promote, abort, retry, replay):
         sub.add_argument("-n", "--namespace", default=argparse.SUPPRESS)
         sub.add_argument("--as", dest="as_user", default=argparse.SUPPRESS)
         sub.add_argument("--as-group", dest="as_groups", action="append", default=argparse.SUPPRESS)
@@ -152,9 +164,17 @@ def render(obj: dict[str, Any]) -> str:
         if rows:
             lines += ["", f"{title}:", f"  {'NAME':<24} {'SYMBOL':<9} {'VALUE':>10} {'BASELINE':>10}  {'THRESHOLD':<36} VERDICT"]
             for m in rows:
-                lines.append(f"  {m.name:<24} {m.symbol:<9} {_num(m.value):>10} {_num(m.baseline):>10}  "
+                name = f"{m.name} (dry run)" if m.dry_run else m.name
+                lines.append(f"  {name:<24} {m.symbol:<9} {_num(m.value):>10} {_num(m.baseline):>10}  "
                              f"{m.threshold[:36]:<36} {VERDICT_MARK[m.verdict]} {m.verdict}"
-                             + (f"  {m.message[:60]}" if m.verdict != "Pass" and m.message else ""))
+                             + (f"  {m.message[:60]}" if m.verdict != "Pass" and m.message and not m.evidence else ""))
+                if m.evidence is not None:
+                    lines.append(f"    {_evidence(m.evidence)}")
+    evidenced = {m.name: m.evidence for m in [*status.gates, *status.triggers] if m.evidence and m.evidence.queries}
+    if evidenced:
+        lines += ["", "Evidence queries (resolved PromQL):"]
+        for name, evidence in evidenced.items():
+            lines += [f"  {name} {role}: {query}" for role, query in evidence.queries.items()]
     if status.actions:
         lines += ["", "Actions:"]
         for action in status.actions:
@@ -182,8 +202,63 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def _evidence(evidence: Evidence) -> str:
+    """One line: the confidence sequence against its bar, the trades, and when it can decide."""
+    trades = f"n={_num(evidence.trades)}" + (f" (baseline {_num(evidence.baseline_trades)})"
+                                             if evidence.baseline_trades is not None else "")
+    text = (f"CS{(1 - evidence.alpha) * 100:g} [{_num(evidence.lower)}, {_num(evidence.upper)}] estimate "
+            f"{_num(evidence.estimate)} vs bar {evidence.bar:g}; {trades}")
+    if evidence.more_trades is not None:
+        text += f"; ≈ {evidence.more_trades:g} more trades"
+        if evidence.more_seconds is not None:
+            text += f" (≈ {human_duration(evidence.more_seconds)} at the current rate)"
+        text += " until this can decide"
+    return text
+
+
+
+def replay_report(spec: ModelRolloutSpec, prometheus: PrometheusProvider, since: str, every: str, step: str,
+                  now: datetime) -> str:
+    """Every live stage's rules replayed over the baseline's history (`modelrollout.replay`)."""
+    start = now - parse_duration(since)
+    lines = []
+    for stage in spec.stages:
+        if stage.type == "shadow":
+            continue
+        length = stage_duration(stage)
+        findings = replay_stage(stage, spec.stage_symbols(stage), prometheus.query_range, start, now, length,
+                                parse_duration(every), parse_duration(step))
+        lines.append(f"stage {stage.name}: {human_duration(length.total_seconds())} windows starting every {every} "
+                     f"over the last {since}, looked at every {step}, the baseline standing in for the candidate:")
+        for f in findings:
+            verb = "rolled back" if any(t.name == f.rule for t in stage.rollback_triggers) else "failed"
+            if f.note and (f.note.startswith("not replayed") or f.note.startswith("error")):
+                lines.append(f"  {f.rule} {f.symbol}: {f.note}")
+            elif not f.windows:
+                lines.append(f"  {f.rule} {f.symbol}: history shorter than one window")
+            else:
+                lines.append(f"  {f.rule} would have {verb} the baseline {f.symbol} in {f.share:.0%} of {f.windows} "
+                             f"windows" + (f" ({f.note})" if f.note else ""))
+    return "\n".join(lines)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    path = Path(args.plan)
+    if path.exists():
+        manifest = yaml.safe_load(path.read_text())
+    else:
+        manifest = Plugin(args).get(args.plan)
+    spec = ModelRolloutSpec.model_validate(manifest["spec"])
+    url = args.prometheus or spec.prometheus.url
+    print(replay_report(spec, PrometheusProvider(url, parse_duration(spec.prometheus.timeout).total_seconds()),
+                        args.since, args.every, args.step, datetime.now(UTC)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.command == "replay":
+        return _replay(args)
     plugin = Plugin(args)
     try:
         if args.command == "status":

@@ -250,7 +250,7 @@ class _Engine:
             return
         if self.status.phase not in TERMINAL_PHASES and self.status.phase != "RollingBack":
             self.status.triggers = list(self.observation.triggers)
-            breached = [m for m in self.observation.triggers if m.verdict == "Fail"]
+            breached = [m for m in self.observation.triggers if m.verdict == "Fail" and not m.dry_run]
             if breached:
                 first = breached[0]
                 self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
@@ -445,10 +445,10 @@ class _Engine:
         stage = _stage(self.spec, self.status)
         if stage is None or self.status.stage_started_at is None:
             return
-        gates = list(self.observation.gates)
-        self.status.gates = gates
+        self.status.gates = list(self.observation.gates)
         self.status.last_evaluated_at = self.now
-        by_gate = {g.name: gate_verdict(m for m in gates if m.name == g.name) for g in stage.gates}
+        gates = [m for m in self.observation.gates if not m.dry_run]  # dry-run gates are shown, never counted
+        by_gate = {g.name: gate_verdict(m for m in gates if m.name == g.name) for g in stage.gates if not g.dry_run}
         counters, limits = self.status.counters, stage.limits
         elapsed = self.now - self.status.stage_started_at
         needed = stage_duration(stage)
@@ -478,7 +478,8 @@ class _Engine:
         if inconclusive:
             why = "; ".join(m.message for m in gates if m.verdict == "Inconclusive")[:300]
             self.set_condition("Degraded", "True", "MeasurementsInconclusive", why)
-            if decisive:
+            # With a maxDuration, a sequential gate may still decide until then: inconclusive counts from there on.
+            if decisive and (not stage.max_duration or elapsed >= parse_duration(stage.max_duration)):
                 counters.inconclusive += 1
                 if counters.inconclusive > limits.inconclusive_limit:
                     self.set_phase("Paused", f"paused for a human: {counters.inconclusive} inconclusive evaluations "

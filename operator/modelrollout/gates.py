@@ -16,16 +16,17 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from statistics import NormalDist
 
+from modelrollout.confidence_sequences import Moments, difference_interval, mean_interval, side, trades_to_decide
 from modelrollout.observation import QueryResult
-from modelrollout.spec import DURATION_PATTERN, SYMBOL_PATTERN, Comparator, Gate, RollbackTrigger, parse_duration
-from modelrollout.status import Measurement, Verdict
+from modelrollout.spec import DURATION_PATTERN, SYMBOL_PATTERN, Comparator, Gate, RollbackTrigger, SequentialTest, parse_duration
+from modelrollout.status import Evidence, Measurement, Verdict
 
 PLACEHOLDERS = ("symbols", "window", "variant")
 VARIANTS = ("candidate", "baseline")
 ALL_SYMBOLS = "*"  # the key of a series without a `symbol` label: it applies to every symbol
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _ALERT_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
-_OPS: dict[Comparator, Callable[[float, float], bool]] = {
+COMPARATORS: dict[Comparator, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
 }
 
@@ -77,6 +78,8 @@ def gate_queries(gate: Gate, symbols: Sequence[str], stage_ran: timedelta | None
     def render(template: str, variant: str | None = None) -> str:
         return render_query(template, symbols=symbols, window=window, variant=variant)
 
+    if gate.sequential is not None:
+        return sequential_queries(gate.sequential, symbols, stage_ran)
     if gate.threshold is not None:
         return {"value": render(gate.threshold.query)}
     if gate.sample_size is not None:
@@ -107,40 +110,98 @@ def gate_queries(gate: Gate, symbols: Sequence[str], stage_ran: timedelta | None
 
 
 def evaluate_gate(gate: Gate, symbols: Sequence[str], results: Mapping[str, QueryResult],
-                  now: datetime) -> list[Measurement]:
-    """One Measurement per symbol from the answers to `gate_queries(gate, symbols)` by role."""
+                  now: datetime, stage_ran: timedelta | None = None) -> list[Measurement]:
+    """One Measurement per symbol from the answers to `gate_queries(gate, symbols)` by role.
+
+    `stage_ran` (sequential gates only) turns the trade count into a rate for the forecast.
+    """
     if gate.kind == "sweep":
         raise ValueError(f"gate {gate.name}: sweep gates are evaluated by modelrollout.sweep_stats")
     errors = [f"{role}: {result.error}" for role, result in results.items() if result.error]
-    measure = _measurer(gate.name, gate.kind, now)
+    measure = _measurer(gate.name, gate.kind, now, gate.dry_run)
     if errors:
         return [measure(symbol, "Error", _criterion(gate), "; ".join(errors)) for symbol in symbols]
+    if gate.sequential is not None:
+        return _queries_once([_sequential(gate.sequential, symbol, results, measure, stage_ran, as_trigger=False)
+                              for symbol in symbols])
     return [_evaluate_symbol(gate, symbol, results, measure) for symbol in symbols]
 
 
-def trigger_query(trigger: RollbackTrigger, symbols: Sequence[str]) -> str:
-    return render_query(trigger.query, symbols=symbols, window=trigger.window)
+def trigger_queries(trigger: RollbackTrigger, symbols: Sequence[str],
+                    stage_ran: timedelta | None = None) -> dict[str, str]:
+    """The trigger's PromQL by role ("value" and "count" for a threshold trigger).
+
+    Its window is cut to the time the stage has run, like a gate's: a retry after a rollback must
+    not re-read the losing trades of the attempt that was rolled back.
+    """
+    if trigger.sequential is not None:
+        return sequential_queries(trigger.sequential, symbols, stage_ran)
+    assert trigger.query is not None and trigger.window is not None
+    window = stage_window(trigger.window, stage_ran)
+    queries = {"value": render_query(trigger.query, symbols=symbols, window=window)}
+    if trigger.count_query is not None:
+        queries["count"] = render_query(trigger.count_query, symbols=symbols, window=window)
+    return queries
 
 
-def trigger_count_query(trigger: RollbackTrigger, symbols: Sequence[str]) -> str | None:
-    """The sample count a trigger needs before it judges a symbol (None: it judges at once)."""
-    if trigger.count_query is None:
-        return None
-    return render_query(trigger.count_query, symbols=symbols, window=trigger.window)
+def sequential_queries(test: SequentialTest, symbols: Sequence[str], stage_ran: timedelta | None) -> dict[str, str]:
+    """Per variant: count, sum, sum of squares since the stage started, and the four batch-means sums.
+
+    A block's sums are the templates with {window} set to `block`; a subquery `[stage:block]`
+    evaluates them at every block's end, so sum_over_time adds up S_b^2, S_b*N_b, N_b^2 and N_b over
+    the stage's blocks. (Subquery steps are aligned to multiples of `block` since the epoch, so the
+    first block may begin up to one block before the stage: the variance estimate, never the mean,
+    sees those trades.)
+    """
+    if stage_ran is None:
+        raise ValueError("a sequential test reads the stage since it started, and the start is not known")
+    window = f"{max(1, int(stage_ran.total_seconds()))}s"
+    block = test.block
+    queries: dict[str, str] = {}
+    for variant in (("candidate", "baseline") if test.against == "baseline" else ("candidate",)):
+        def render(template: str, over: str, v: str = variant) -> str:
+            return render_query(template, symbols=symbols, window=over, variant=v)
+
+        count, total = render(test.count_query, block), render(test.sum_query, block)
+        queries |= {
+            f"{variant}_count": render(test.count_query, window),
+            f"{variant}_sum": render(test.sum_query, window),
+            f"{variant}_squares": render(test.sum_squares_query, window),
+            f"{variant}_block_squares": f"sum_over_time((({total}) ^ 2)[{window}:{block}])",
+            f"{variant}_block_cross": f"sum_over_time((({total}) * ({count}))[{window}:{block}])",
+            f"{variant}_block_count_squares": f"sum_over_time((({count}) ^ 2)[{window}:{block}])",
+            f"{variant}_block_count": f"sum_over_time(({count})[{window}:{block}])",
+        }
+    return queries
 
 
-def evaluate_trigger(trigger: RollbackTrigger, symbols: Sequence[str], result: QueryResult,
-                     now: datetime, count: QueryResult | None = None,
-                     stage_ran: timedelta | None = None) -> list[Measurement]:
+def evaluate_trigger(trigger: RollbackTrigger, symbols: Sequence[str], results: Mapping[str, QueryResult],
+                     now: datetime, stage_ran: timedelta | None = None) -> list[Measurement]:
     """Per symbol: "Fail" means BREACHED (roll back), "Pass" not breached, else no verdict.
 
-    A symbol with fewer than `minSamples` (per `count`) is not judged yet, and no symbol is
-    before the stage has run `initialDelay` (`stage_ran`; None: unknown, judged): Inconclusive.
+    `results` answers `trigger_queries` by role. A symbol with fewer than `minSamples` (per the
+    count) is not judged yet, and no symbol is before the stage has run `initialDelay`
+    (`stage_ran`; None: unknown, judged): Inconclusive. A sequential trigger is breached when its
+    confidence sequence lies wholly on the worse side of its bar, and otherwise not breached.
     """
+    measure = _measurer(trigger.name, "rollbackTrigger", now, trigger.dry_run)
+    if trigger.sequential is not None:
+        errors = [f"{role}: {r.error}" for role, r in results.items() if r.error]
+        if errors:
+            return [measure(symbol, "Error", _sequential_criterion(trigger.sequential, True), "; ".join(errors))
+                    for symbol in symbols]
+        return _queries_once([_sequential(trigger.sequential, symbol, results, measure, stage_ran, as_trigger=True)
+                              for symbol in symbols])
+    return _threshold_trigger(trigger, symbols, results["value"], results.get("count"), measure, stage_ran)
+
+
+def _threshold_trigger(trigger: RollbackTrigger, symbols: Sequence[str], result: QueryResult,
+                       count: QueryResult | None, measure: Callable[..., Measurement],
+                       stage_ran: timedelta | None) -> list[Measurement]:
+    assert trigger.op is not None and trigger.value is not None
     criterion = f"breach if {trigger.op} {trigger.value:g} over {trigger.window}" + (
         f" with >= {trigger.min_samples} samples" if trigger.min_samples else "") + (
         f" after {trigger.initial_delay}" if trigger.initial_delay else "")
-    measure = _measurer(trigger.name, "rollbackTrigger", now)
     errors = [r.error for r in (result, count) if r is not None and r.error]
     if errors:
         return [measure(symbol, "Error", criterion, errors[0]) for symbol in symbols]
@@ -157,7 +218,7 @@ def evaluate_trigger(trigger: RollbackTrigger, symbols: Sequence[str], result: Q
             measurements.append(measure(symbol, "Inconclusive", criterion,
                                         f"{0 if samples is None else samples:g} samples for {symbol}: not judged "
                                         f"before {trigger.min_samples}", value))
-        elif _OPS[trigger.op](value, trigger.value):
+        elif COMPARATORS[trigger.op](value, trigger.value):
             measurements.append(measure(symbol, "Fail", criterion,
                                         f"breached: {value:g} {trigger.op} {trigger.value:g} for {symbol}", value))
         else:
@@ -189,7 +250,7 @@ def _evaluate_symbol(gate: Gate, symbol: str, results: Mapping[str, QueryResult]
             return measure(symbol, "Inconclusive", criterion,
                            f"only {value:g} of {gate.sample_size.min} samples for {symbol}", value)
         assert gate.threshold is not None
-        passed = _OPS[gate.threshold.op](value, gate.threshold.value)
+        passed = COMPARATORS[gate.threshold.op](value, gate.threshold.value)
         return measure(symbol, "Pass" if passed else "Fail", criterion,
                        f"{value:g} {'satisfies' if passed else 'violates'} {criterion}", value)
 
@@ -240,6 +301,8 @@ def _criterion(gate: Gate) -> str:
         return f">= {gate.sample_size.min}"
     if gate.no_firing_alert is not None:
         return "no firing alert"
+    if gate.sequential is not None:
+        return _sequential_criterion(gate.sequential, as_trigger=False)
     assert gate.comparison is not None
     comparison = gate.comparison
     op, sign = (">=", "-") if comparison.direction == "higherIsBetter" else ("<=", "+")
@@ -249,12 +312,102 @@ def _criterion(gate: Gate) -> str:
     return text
 
 
-def _measurer(name: str, kind: str, now: datetime) -> Callable[..., Measurement]:
+def _measurer(name: str, kind: str, now: datetime, dry_run: bool = False) -> Callable[..., Measurement]:
     def measure(symbol: str, verdict: Verdict, threshold: str, message: str,
-                value: float | None = None, baseline: float | None = None) -> Measurement:
+                value: float | None = None, baseline: float | None = None,
+                evidence: Evidence | None = None) -> Measurement:
         return Measurement(name=name, kind=kind, symbol=symbol, value=value, baseline=baseline,
-                           threshold=threshold, verdict=verdict, message=message, measured_at=now)
+                           threshold=threshold, verdict=verdict, message=message, measured_at=now,
+                           dry_run=dry_run, evidence=evidence)
     return measure
+
+
+def _sequential_criterion(test: SequentialTest, as_trigger: bool) -> str:
+    worse = "below" if test.higher_is_better else "above"
+    subject = "candidate - baseline" if test.against == "baseline" else "per-trade mean"
+    rule = f"{subject} {worse} {test.bar():g}" if as_trigger else f"{subject} not {worse} {test.bar():g}"
+    return f"{'breach if ' if as_trigger else ''}{rule} at {(1 - test.alpha) * 100:g}% (anytime-valid)"
+
+
+def moments(results: Mapping[str, QueryResult], variant: str, symbol: str) -> Moments | None:
+    """One variant's sufficient statistics for a symbol from a sequential test's answers (None: no trades)."""
+    count, total, squares = (_value(results[f"{variant}_{k}"], symbol) for k in ("count", "sum", "squares"))
+    if count is None or total is None or squares is None or count < 1:
+        return None
+    blocks = [_value(results[f"{variant}_block_{k}"], symbol) or 0.0
+              for k in ("squares", "cross", "count_squares", "count")]
+    return Moments(count, total, squares, *blocks)
+
+
+def _sequential(test: SequentialTest, symbol: str, results: Mapping[str, QueryResult],
+                measure: Callable[..., Measurement], stage_ran: timedelta | None, as_trigger: bool) -> Measurement:
+    """Gate: Pass wholly better than the bar, Fail wholly worse, else Inconclusive. Trigger: Fail (breach)
+    wholly worse, else Pass; never Inconclusive once there are trades, so it holds nothing."""
+    criterion = _sequential_criterion(test, as_trigger)
+    candidate = moments(results, "candidate", symbol)
+    baseline = moments(results, "baseline", symbol) if test.against == "baseline" else None
+    queries = {role: result.query for role, result in results.items()}
+    if candidate is None or (test.against == "baseline" and baseline is None):
+        missing = "candidate" if candidate is None else "baseline"
+        return measure(symbol, "Inconclusive", criterion, f"no trades for {symbol} ({missing}) since the stage "
+                       "started", evidence=Evidence(bar=test.bar(), alpha=test.alpha, queries=queries))
+    fewest = min(float(m.count) for m in (candidate, baseline) if m is not None)  # type: ignore[arg-type]
+    if fewest < test.min_trades:
+        return measure(symbol, "Pass" if as_trigger else "Inconclusive", criterion,
+                       f"{fewest:g} trades for {symbol}: not judged before {test.min_trades}",
+                       evidence=Evidence(bar=test.bar(), alpha=test.alpha, trades=float(candidate.count),  # type: ignore[arg-type]
+                                         baseline_trades=None if baseline is None else float(baseline.count),  # type: ignore[arg-type]
+                                         queries=queries))
+    interval = (difference_interval(candidate, baseline, test.alpha, test.planned_trades) if baseline is not None
+                else mean_interval(candidate, test.alpha, test.planned_trades))
+    where = str(side(interval, test.bar(), test.higher_is_better))
+    more = None if where != "undecided" else trades_to_decide(interval, test.bar(), test.alpha, test.planned_trades)
+    trades = float(candidate.count)  # type: ignore[arg-type]
+    rate = trades / stage_ran.total_seconds() if stage_ran and stage_ran.total_seconds() > 0 else None
+    evidence = Evidence(
+        estimate=_finite(interval.estimate), lower=_finite(interval.lower), upper=_finite(interval.upper),
+        bar=test.bar(), alpha=test.alpha, trades=trades,
+        baseline_trades=float(baseline.count) if baseline is not None else None,  # type: ignore[arg-type]
+        more_trades=more, more_seconds=more / rate if more is not None and rate else None, queries=queries)
+    values = (float(candidate.mean), float(baseline.mean) if baseline is not None else None)
+    bounds = f"[{_fmt(evidence.lower)}, {_fmt(evidence.upper)}] from {trades:g} trades"
+    forecast = "" if more is None else f"; ≈ {more:g} more trades" + (
+        f" (≈ {human_duration(evidence.more_seconds)} at the current rate)" if evidence.more_seconds is not None else "") \
+        + " until this can decide"
+    if as_trigger:
+        verdict: Verdict = "Fail" if where == "worse" else "Pass"
+        text = f"breached: {bounds} wholly {'below' if test.higher_is_better else 'above'} {test.bar():g}" \
+            if verdict == "Fail" else f"not breached: {bounds}{forecast if where == 'undecided' else ''}"
+    else:
+        verdict = {"better": "Pass", "worse": "Fail", "undecided": "Inconclusive"}[where]  # type: ignore[assignment]
+        text = {"better": f"shown no worse: {bounds}", "worse": f"shown worse: {bounds}",
+                "undecided": f"not decided yet: {bounds}{forecast}"}[where]
+    return measure(symbol, verdict, criterion, f"{symbol} {text}", *values, evidence=evidence)
+
+
+def _queries_once(measurements: list[Measurement]) -> list[Measurement]:
+    """One query answers every symbol, so only the first symbol's evidence carries the PromQL (status stays small)."""
+    for m in measurements[1:]:
+        if m.evidence is not None:
+            m.evidence.queries = {}
+    return measurements
+
+
+def _finite(value: object) -> float | None:
+    number = float(value)  # type: ignore[arg-type]
+    return number if math.isfinite(number) else None
+
+
+def _fmt(value: float | None) -> str:
+    return "?" if value is None else f"{value:.4g}"
+
+
+def human_duration(seconds: float) -> str:
+    """`90000` -> `1.0d`: a forecast's time, rounded the way a person says it."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
 
 
 def _value(result: QueryResult, symbol: str) -> float | None:

@@ -29,6 +29,15 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
+class RangeResult:
+    """One PromQL range query's answer: (unix time, value) samples per `symbol` label, or why there is none."""
+
+    query: str
+    values: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class SweepRow:
     """One MLflow run of the shadow sweep: a (symbol, fold, variant) evaluation."""
 

@@ -8,13 +8,14 @@ the next analysis cycle is the retry.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from modelrollout.gates import ALL_SYMBOLS
-from modelrollout.observation import QueryResult
+from modelrollout.observation import QueryResult, RangeResult
 
 _MAX_ERROR_CHARS = 500  # errors land in `.status`; keep them readable and small
 
@@ -36,6 +37,23 @@ class PrometheusProvider:
         except Exception as error:  # noqa: BLE001 - an adapter answers, it never raises
             cause = f"{type(error).__name__}: {error}"
             return QueryResult(query=promql, error=f"Prometheus at {self.url}: {cause}"[:_MAX_ERROR_CHARS])
+
+
+    def query_range(self, promql: str, start: datetime, end: datetime, step_s: float) -> RangeResult:
+        """Range query (history, for `kubectl modelrollout replay`): per symbol, (unix time, value) samples."""
+        try:
+            series = self._client.custom_query_range(promql, start_time=start, end_time=end, step=f"{step_s:g}s",
+                                                     params={"timeout": f"{self.timeout_s:g}s"})
+            by_symbol: dict[str, list[tuple[float, float]]] = {}
+            for item in series:
+                symbol = item["metric"].get("symbol", ALL_SYMBOLS)
+                if symbol in by_symbol:
+                    raise ValueError(f"two series for symbol {symbol!r}: query must aggregate by (symbol)")
+                by_symbol[symbol] = [(float(t), float(v)) for t, v in item["values"]]
+            return RangeResult(query=promql, values=by_symbol)
+        except Exception as error:  # noqa: BLE001 - an adapter answers, it never raises
+            return RangeResult(query=promql, error=f"Prometheus at {self.url}: {type(error).__name__}: "
+                                                   f"{error}"[:_MAX_ERROR_CHARS])
 
 
 def _values_by_symbol(series: Any) -> dict[str, float]:

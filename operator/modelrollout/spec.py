@@ -31,7 +31,8 @@ PrincipalName = Annotated[str, StringConstraints(pattern=r"^[^;,\s]+$", max_leng
 PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
 Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=1024)]
 Comparator = Literal[">=", ">", "<=", "<"]
-GateKind = Literal["threshold", "comparison", "sampleSize", "noFiringAlert", "sweep"]
+GateKind = Literal["threshold", "comparison", "sampleSize", "noFiringAlert", "sweep", "sequential"]
+TriggerKind = Literal["threshold", "sequential"]
 StageType = Literal["shadow", "canary", "full"]
 RollbackStep = Literal["configMap", "mlflowAlias", "featureArtifact"]
 
@@ -284,9 +285,69 @@ class SweepGate(SpecModel):
     max_adjusted_p: float = Field(default=0.05, gt=0, le=1)
     confidence: float = Field(default=0.95, gt=0.5, lt=1)
     bootstrap_resamples: int = Field(default=10000, ge=100, le=1000000)
+    aggregation: Literal["allSymbols", "anySignificantNoneWorse"] = Field(
+        default="allSymbols",
+        description="allSymbols: every symbol must pass every lift check. anySignificantNoneWorse: at least one "
+                    "symbol passes them all and no symbol's lift CI lies wholly below 0 (more power, same "
+                    "false promotion bound under BH; docs/shadow-gate.md).")
 
 
-GATE_KINDS: tuple[GateKind, ...] = ("threshold", "comparison", "sampleSize", "noFiringAlert", "sweep")
+class SequentialTest(SpecModel):
+    """A per-trade mean judged by an anytime-valid confidence sequence (`modelrollout.confidence_sequences`).
+
+    The three queries are templates of the per-trade sufficient statistics by (symbol), each the
+    growth of a counter over {window}: the trade count, the sum and the sum of squares of net PnL.
+    {window} is the time the stage has run, so they cover exactly the stage. The same templates with
+    {window} set to `block` give per-block sums, from which a batch-means variance guards against
+    correlated trades. The sequence covers the truth at every cycle at once with probability
+    1 - alpha, so evaluating it every minute for a week keeps the false alarm rate at alpha.
+
+    `against: baseline` judges candidate minus baseline ({variant} is filled in) against -margin
+    (+margin for lowerIsBetter); `against: value` judges the candidate's own mean against `value`.
+    As a gate: Pass when the sequence lies wholly on the better side, Fail when wholly on the worse
+    side, Inconclusive while it straddles. As a rollback trigger: breached when wholly worse.
+    """
+
+    count_query: PromQL
+    sum_query: PromQL
+    sum_squares_query: PromQL
+    against: Literal["baseline", "value"] = "baseline"
+    value: float = Field(default=0.0, description="against value: the per-trade mean's bar.")
+    margin: float = Field(default=0.0, ge=0, description="against baseline: how much worse per trade is no harm.")
+    direction: Literal["higherIsBetter", "lowerIsBetter"] = "higherIsBetter"
+    alpha: float = Field(default=0.05, gt=0, lt=0.5, description="False alarm probability over the whole stage.")
+    planned_trades: int = Field(default=200, ge=1, le=10_000_000,
+                                description="Trades (per variant) at which the sequence is made tightest.")
+    block: Duration = Field(default="6h", description="Time block of the batch-means variance.")
+    min_trades: int = Field(default=20, ge=2, le=100000, description=(
+        "No verdict before each variant has this many trades: the asymptotic sequence needs a variance "
+        "estimate that has settled, and two similar early trades make a tiny one."))
+
+    @model_validator(mode="after")
+    def _templates(self) -> SequentialTest:
+        """Checked by the operator, not the schema: a spec that breaks it gets an Invalid condition."""
+        for field_name, query in (("countQuery", self.count_query), ("sumQuery", self.sum_query),
+                                  ("sumSquaresQuery", self.sum_squares_query)):
+            if "{window}" not in query:
+                raise ValueError(f"sequential.{field_name}: must contain {{window}} (the growth since the stage "
+                                 "started)")
+            if self.against == "baseline" and "{variant}" not in query:
+                raise ValueError(f"sequential.{field_name}: must contain {{variant}} to compare candidate "
+                                 "with baseline")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction == "higherIsBetter"
+
+    def bar(self) -> float:
+        """The threshold the sequence is judged against: the value, or -margin (+margin) on the difference."""
+        if self.against == "value":
+            return self.value
+        return -self.margin if self.higher_is_better else self.margin
+
+
+GATE_KINDS: tuple[GateKind, ...] = ("threshold", "comparison", "sampleSize", "noFiringAlert", "sweep", "sequential")
 
 
 class Gate(SpecModel):
@@ -312,6 +373,8 @@ class Gate(SpecModel):
     sample_size: SampleSizeGate | None = None
     no_firing_alert: NoFiringAlertGate | None = None
     sweep: SweepGate | None = None
+    sequential: SequentialTest | None = None
+    dry_run: bool = Field(default=False, description="Measured and shown, never counted (Argo Rollouts' dryRun).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Gate:
@@ -325,6 +388,12 @@ class Gate(SpecModel):
 class RollbackTrigger(SpecModel):
     """Rolls back as soon as any symbol's value of `query` satisfies `op value` (the breach).
 
+    `kind: sequential` instead rolls back when an anytime-valid confidence sequence of the per-trade
+    mean lies wholly below `value` (or below the baseline by more than the margin): its false alarm
+    probability over the whole stage is `alpha`, however often it is evaluated. A threshold trigger
+    checked every cycle is a fixed-sample rule checked thousands of times, and rolls back a no-harm
+    candidate in most week-long canaries (`benchmarks/decision_quality.py`).
+
     With `minSamples`, a symbol is judged only once `countQuery` reaches it: a handful of
     early trades is noise, not a breach (until then the trigger reads Inconclusive). With
     `initialDelay` (Argo Rollouts' name), no symbol is judged before the stage has run that
@@ -333,21 +402,35 @@ class RollbackTrigger(SpecModel):
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         cel("self.minSamples == 0 || has(self.countQuery)", "minSamples needs countQuery", ".countQuery"),
+        cel("self.kind == 'sequential' ? has(self.sequential) : has(self.query) && has(self.op) && "
+            "has(self.value) && has(self.window)", "a threshold trigger needs query, op, value and window; "
+            "a sequential one needs sequential", ".sequential"),
+        cel("self.kind == 'sequential' || !has(self.sequential)", "sequential is set only when kind is sequential",
+            ".sequential"),
     ]})
 
     name: Name
-    query: PromQL
-    op: Comparator
-    value: float
-    window: Duration
+    kind: TriggerKind = "threshold"
+    query: PromQL | None = None
+    op: Comparator | None = None
+    value: float | None = None
+    window: Duration | None = Field(default=None, description="Cut to the time the stage has run.")
     count_query: PromQL | None = None
     min_samples: int = Field(default=0, ge=0)
     initial_delay: Duration | None = Field(default=None, description="Not judged before the stage has run this long.")
+    sequential: SequentialTest | None = None
+    dry_run: bool = Field(default=False, description="Measured and shown, never rolls back (Argo Rollouts' dryRun).")
 
     @model_validator(mode="after")
     def _samples(self) -> RollbackTrigger:
         if self.min_samples > 0 and self.count_query is None:
             raise ValueError("countQuery: minSamples needs countQuery")
+        if self.kind == "sequential" and self.sequential is None:
+            raise ValueError("sequential: a sequential trigger needs sequential")
+        if self.kind == "threshold" and None in (self.query, self.op, self.value, self.window):
+            raise ValueError("sequential: a threshold trigger needs query, op, value and window")
+        if self.kind != "sequential" and self.sequential is not None:
+            raise ValueError("sequential: sequential is set only when kind is sequential")
         return self
 
 
@@ -381,6 +464,8 @@ class Stage(SpecModel):
     symbols: list[Symbol] | None = Field(default=None, max_length=50,
                                          json_schema_extra={"x-kubernetes-list-type": "set"})
     min_duration: Duration = "0s"
+    max_duration: Duration | None = Field(
+        default=None, description="Inconclusive gates are not counted before this; at it the stage goes to a human.")
     gates: list[Gate] = Field(default=[], max_length=20)
     rollback_triggers: list[RollbackTrigger] = Field(default=[], max_length=20)
     limits: Limits = Limits()

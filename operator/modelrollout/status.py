@@ -39,6 +39,26 @@ class StatusModel(SpecModel):
     model_config = ConfigDict(frozen=False)
 
 
+class Evidence(StatusModel):
+    """What a sequential gate or trigger decided from: its confidence sequence, and when it can decide.
+
+    `moreTrades`/`moreSeconds` forecast, holding the estimate and spread as they are now, how many
+    more trades (and how long at the stage's trade rate so far) until the sequence clears its bar;
+    None when it never would (the estimate sits on the bar) or it already does.
+    """
+
+    estimate: float | None = None
+    lower: float | None = None
+    upper: float | None = None
+    bar: float = Field(description="What the sequence is judged against: the value, or -margin on the difference.")
+    alpha: float
+    trades: float | None = Field(default=None, description="The candidate's trades since the stage started.")
+    baseline_trades: float | None = None
+    more_trades: float | None = None
+    more_seconds: float | None = None
+    queries: dict[str, str] = Field(default_factory=dict, description="The resolved PromQL, by role.")
+
+
 class Measurement(StatusModel):
     """One gate or trigger verdict for one symbol ('*' when it is one value for the stage)."""
 
@@ -51,6 +71,8 @@ class Measurement(StatusModel):
     verdict: Verdict
     message: str = ""
     measured_at: datetime
+    dry_run: bool = Field(default=False, description="Shown, never counted: no promotion, hold or rollback.")
+    evidence: Evidence | None = None
 
 
 class Counters(StatusModel):

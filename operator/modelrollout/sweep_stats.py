@@ -110,12 +110,33 @@ def evaluate_sweep(gate_name: str, sweep: SweepGate, symbols: Sequence[str], evi
     lifts = {symbol: _lift(sample, sweep, seed) for symbol, sample in samples.items() if not sample.missing}
     adjusted = _benjamini_hochberg({symbol: lift.p for symbol, lift in lifts.items() if lift.p is not None})
 
+    checks = {symbol: _lift_checks(samples[symbol].missing, lifts.get(symbol), adjusted.get(symbol), len(adjusted),
+                                   sweep, seed, _unpaired_note(pairs[symbol])) for symbol in symbols}
+    if sweep.aggregation == "anySignificantNoneWorse":
+        checks = _any_significant_none_worse(checks, lifts)
     for symbol in symbols:
-        checks = _lift_checks(samples[symbol].missing, lifts.get(symbol), adjusted.get(symbol), len(adjusted),
-                              sweep, seed, _unpaired_note(pairs[symbol]))
-        checks.append(_calibration_check(_sample(pairs[symbol], sweep.calibration_metric), sweep))
-        result += [measurement(symbol, check if complete else _withheld(check, sweep.min_rows)) for check in checks]
+        judged = checks[symbol] + [_calibration_check(_sample(pairs[symbol], sweep.calibration_metric), sweep)]
+        result += [measurement(symbol, check if complete else _withheld(check, sweep.min_rows)) for check in judged]
     return result
+
+
+def _any_significant_none_worse(checks: dict[str, list[_Check]], lifts: dict[str, _Lift]) -> dict[str, list[_Check]]:
+    """Once one symbol passes every lift check, the others need only not be shown worse.
+
+    A symbol's failed lift checks then pass, unless its lift CI lies wholly below 0. Under no lift
+    anywhere, promotion needs one symbol's BH-adjusted p below the bar, which BH bounds by the bar.
+    """
+    if not any(all(c.verdict == "Pass" for c in found) for found in checks.values()):
+        return checks
+    adjusted = {}
+    for symbol, found in checks.items():
+        lift = lifts.get(symbol)
+        worse = lift is not None and lift.ci is not None and lift.ci[1] < 0
+        adjusted[symbol] = found if worse else [
+            replace(c, verdict="Pass", message=f"not shown better, not shown worse (aggregation "
+                                               f"anySignificantNoneWorse): {c.message}") if c.verdict == "Fail" else c
+            for c in found]
+    return adjusted
 
 
 def _benjamini_hochberg(p_values: dict[str, float]) -> dict[str, float]:

@@ -21,7 +21,7 @@ from modelrollout.spec import ModelRolloutSpec
 from modelrollout.status import Measurement
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "focal-loss-rollout.yaml"
+EXAMPLE = Path(__file__).resolve().parent / "plan_as_written.yaml"  # gauges: the fixed-sample kinds
 SPEC = ModelRolloutSpec.model_validate(yaml.safe_load(EXAMPLE.read_text())["spec"])
 SHADOW, CANARY, FULL = SPEC.stages
 

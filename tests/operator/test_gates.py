@@ -18,15 +18,14 @@ from modelrollout.gates import (
     gate_queries,
     render_query,
     stage_window,
-    trigger_count_query,
-    trigger_query,
+    trigger_queries,
 )
 from modelrollout.observation import QueryResult
 from modelrollout.spec import SYMBOL_PATTERN, Gate, ModelRolloutSpec, NoFiringAlertGate, RollbackTrigger
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "focal-loss-rollout.yaml"
-SPEC = ModelRolloutSpec.model_validate(yaml.safe_load(EXAMPLE.read_text())["spec"])
+PLAN = Path(__file__).resolve().parent / "plan_as_written.yaml"  # the fixed-sample kinds
+SPEC = ModelRolloutSpec.model_validate(yaml.safe_load(PLAN.read_text())["spec"])
 CANARY = next(s for s in SPEC.stages if s.type == "canary")
 EXPECTANCY, TRADES, ALERTS, CALIBRATION = CANARY.gates
 TRIGGER = CANARY.rollback_triggers[0]
@@ -323,15 +322,25 @@ def test_a_nan_alert_count_is_inconclusive() -> None:
 
 # --- triggers ----------------------------------------------------------------------------
 
+def judge(trigger: RollbackTrigger, symbols: list[str], value: QueryResult, count: QueryResult | None = None,
+          stage_ran: timedelta | None = None) -> list:
+    return evaluate_trigger(trigger, symbols, {"value": value} | ({"count": count} if count else {}), NOW, stage_ran)
+
+
 def test_trigger_query_uses_the_trigger_window() -> None:
-    assert trigger_query(TRIGGER, ["BTCUSDC"]) == ('avg_over_time(expectancy_net_realized{symbol=~"BTCUSDC",'
-                                                   'variant="candidate"}[48h])')
+    assert trigger_queries(TRIGGER, ["BTCUSDC"])["value"] == (
+        'avg_over_time(expectancy_net_realized{symbol=~"BTCUSDC",variant="candidate"}[48h])')
+
+
+def test_trigger_window_is_cut_to_the_stage_so_a_retry_does_not_reread_the_last_attempt() -> None:
+    queries = trigger_queries(TRIGGER, ["BTCUSDC"], stage_ran=timedelta(hours=2))
+    assert queries["value"].endswith("[7200s])") and queries["count"].endswith("[7200s])")
+    assert trigger_queries(TRIGGER, ["BTCUSDC"], stage_ran=timedelta(days=3))["value"].endswith("[48h])")
 
 
 def test_trigger_fail_means_breached() -> None:
-    measurements = evaluate_trigger(TRIGGER, ["BTCUSDC", "ETHUSDC", "SOLUSDC"],
-                                    ok(BTCUSDC=-0.001, ETHUSDC=0.0, SOLUSDC=math.nan), NOW,
-                                    ok(BTCUSDC=50, ETHUSDC=50, SOLUSDC=50))
+    measurements = judge(TRIGGER, ["BTCUSDC", "ETHUSDC", "SOLUSDC"], ok(BTCUSDC=-0.001, ETHUSDC=0.0, SOLUSDC=math.nan),
+                         ok(BTCUSDC=50, ETHUSDC=50, SOLUSDC=50))
     assert verdicts(measurements) == {"BTCUSDC": "Fail", "ETHUSDC": "Pass", "SOLUSDC": "Inconclusive"}
     assert measurements[0].threshold == "breach if < 0 over 48h with >= 20 samples"
     assert measurements[0].kind == "rollbackTrigger" and measurements[0].value == -0.001
@@ -339,37 +348,37 @@ def test_trigger_fail_means_breached() -> None:
 
 
 def test_trigger_does_not_judge_a_symbol_before_its_minimum_samples() -> None:
-    assert trigger_count_query(TRIGGER, ["BTCUSDC"]) == ('max_over_time(n_trades{symbol=~"BTCUSDC",'
-                                                         'variant="candidate"}[48h])')
-    measurements = evaluate_trigger(TRIGGER, ["BTCUSDC", "ETHUSDC", "SOLUSDC"],
-                                    ok(BTCUSDC=-5.0, ETHUSDC=-5.0, SOLUSDC=-5.0), NOW, ok(BTCUSDC=19, ETHUSDC=20))
+    assert trigger_queries(TRIGGER, ["BTCUSDC"])["count"] == ('max_over_time(n_trades{symbol=~"BTCUSDC",'
+                                                              'variant="candidate"}[48h])')
+    measurements = judge(TRIGGER, ["BTCUSDC", "ETHUSDC", "SOLUSDC"], ok(BTCUSDC=-5.0, ETHUSDC=-5.0, SOLUSDC=-5.0),
+                         ok(BTCUSDC=19, ETHUSDC=20))
     assert verdicts(measurements) == {"BTCUSDC": "Inconclusive", "ETHUSDC": "Fail", "SOLUSDC": "Inconclusive"}
     assert "not judged before 20" in measurements[0].message
-    [m] = evaluate_trigger(TRIGGER, ["BTCUSDC"], ok(BTCUSDC=-5.0), NOW, QueryResult(query="c", error="timeout"))
+    [m] = judge(TRIGGER, ["BTCUSDC"], ok(BTCUSDC=-5.0), QueryResult(query="c", error="timeout"))
     assert m.verdict == "Error"
 
 
 def test_trigger_does_not_judge_before_its_initial_delay() -> None:
     delayed = TRIGGER.model_copy(update={"initial_delay": "6h"})
     values, counts = ok(BTCUSDC=-5.0), ok(BTCUSDC=50)
-    [early] = evaluate_trigger(delayed, ["BTCUSDC"], values, NOW, counts, stage_ran=timedelta(hours=5))
+    [early] = judge(delayed, ["BTCUSDC"], values, counts, stage_ran=timedelta(hours=5))
     assert early.verdict == "Inconclusive" and "not judged before 6h" in early.message and early.value == -5.0
     assert early.threshold.endswith("after 6h")
-    [late] = evaluate_trigger(delayed, ["BTCUSDC"], values, NOW, counts, stage_ran=timedelta(hours=6))
+    [late] = judge(delayed, ["BTCUSDC"], values, counts, stage_ran=timedelta(hours=6))
     assert late.verdict == "Fail"
-    [unknown] = evaluate_trigger(delayed, ["BTCUSDC"], values, NOW, counts)  # no stage clock: judged
+    [unknown] = judge(delayed, ["BTCUSDC"], values, counts)  # no stage clock: judged
     assert unknown.verdict == "Fail"
 
 
 def test_trigger_error_is_error() -> None:
-    [m] = evaluate_trigger(TRIGGER, ["BTCUSDC"], QueryResult(query="q", error="timeout"), NOW)
+    [m] = judge(TRIGGER, ["BTCUSDC"], QueryResult(query="q", error="timeout"))
     assert (m.verdict, m.message) == ("Error", "timeout")
 
 
 def test_trigger_refuses_injection_through_its_window() -> None:
     unchecked = RollbackTrigger.model_construct(name="t", query="x[{window}]", op="<", value=0.0, window="5m]")
     with pytest.raises(ValueError, match="invalid window"):
-        trigger_query(unchecked, ["BTCUSDC"])
+        trigger_queries(unchecked, ["BTCUSDC"])
 
 
 # --- properties --------------------------------------------------------------------------
@@ -407,7 +416,7 @@ def test_property_missing_candidate_or_baseline_never_passes_a_comparison(
 def test_property_missing_value_never_passes_or_breaches_a_trigger(missing: float | None, op: str,
                                                                   bound: float) -> None:
     trigger = RollbackTrigger(name="t", query="q", op=op, value=bound, window="1m")
-    [m] = evaluate_trigger(trigger, ["BTCUSDC"], as_result(missing), NOW)
+    [m] = judge(trigger, ["BTCUSDC"], as_result(missing))
     assert m.verdict == "Inconclusive"
 
 
