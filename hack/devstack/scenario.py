@@ -36,6 +36,7 @@ CONFIGMAP = "cvntrade-model-config"
 FLAG_KEY = "CVN_LOSS_FUNCTION"
 BASELINE = "binary:logistic"
 FAST_EXAMPLE = REPO_ROOT / "examples" / "focal-loss-rollout-fast.yaml"
+STACK_HUMAN = "admin"  # the user of the admin kubeconfig's client certificate (devstack.certs): the human here
 
 
 def healthy_series(feed: SeriesFeed, symbols: Sequence[str] = SYMBOLS) -> None:
@@ -130,6 +131,8 @@ def rollout_manifest(stack: Stack, name: str, namespace: str, strategy: str,
     spec["models"]["strategy"] = strategy
     spec["prometheus"]["url"] = stack.prometheus.url
     spec["prometheus"]["timeout"] = "3s"
+    for principals in (spec["accountability"]["mayApprove"], spec["accountability"]["mayRollBack"]):
+        principals.setdefault("users", []).append(STACK_HUMAN)  # the stack's human may decide, as alice may
     sweep = spec["stages"][0]["gates"][0]["sweep"]
     sweep["experiment"] = stack.sweep_experiment
     sweep["bootstrapResamples"] = 2000

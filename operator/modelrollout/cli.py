@@ -1,8 +1,10 @@
 """`kubectl modelrollout`: see a rollout's whole story and give it a human's decision.
 
 promote / abort / retry never touch status (the operator owns it): they write a request
-annotation carrying who asked (from the apiserver's SelfSubjectReview), when, the stage and
-the spec revision it was meant for, and an id the operator records once handled.
+annotation carrying who asks (the user and groups the apiserver's SelfSubjectReview returns),
+when, the ticket, the stage and spec revision it is meant for, and an id the operator records
+once handled. The apiserver's admission policy refuses the write unless that is who wrote it
+and the rollout names them (docs/authority.md); its refusal is printed as it comes.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -20,14 +23,16 @@ import kubernetes
 import yaml
 from kubernetes.client import ApiClient, AuthenticationV1Api, CustomObjectsApi, V1SelfSubjectReview
 from kubernetes.client.exceptions import ApiException
+from urllib3 import HTTPHeaderDict
 
 from modelrollout.crd import GROUP, PLURAL, VERSION
 from modelrollout.engine import stage_duration
 from modelrollout.gates import human_duration
-from modelrollout.kube import REQUEST_ANNOTATION_PREFIX
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, format_request
+from modelrollout.observation import Request
 from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.replay import replay_stage
-from modelrollout.spec import ModelRolloutSpec, parse_duration
+from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, parse_duration
 from modelrollout.status import TERMINAL_PHASES, Evidence, ModelRolloutStatus
 
 VERDICT_MARK = {"Pass": "✔", "Fail": "✖", "Inconclusive": "?", "Error": "!"}
@@ -38,6 +43,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-n", "--namespace", default=None)
     parser.add_argument("--kubeconfig", default=None)
     parser.add_argument("--context", default=None)
+    parser.add_argument("--as", dest="as_user", default=None, help="impersonate this user, like kubectl --as")
+    parser.add_argument("--as-group", dest="as_groups", action="append", default=[],
+                        help="impersonate this group (repeatable), like kubectl --as-group")
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="stages, gates (value, threshold, verdict), actions, events")
     status.add_argument("name")
@@ -51,6 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     abort.add_argument("--ticket", default="")
     retry = commands.add_parser("retry", help="re-run a failed stage, or resume a paused one")
     retry.add_argument("name")
+    retry.add_argument("--ticket", default="")
     replay = commands.add_parser("replay", help="how often a plan's rules would have fired against the baseline itself")
     replay.add_argument("plan", help="a ModelRollout manifest file, or the name of one in the cluster")
     replay.add_argument("--since", default="30d", help="history to replay (default 30d)")
@@ -59,6 +68,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     replay.add_argument("--prometheus", default=None, help="Prometheus URL (default: the plan's spec.prometheus.url)")
     for sub in (status, promote, abort, retry, replay):
         sub.add_argument("-n", "--namespace", default=argparse.SUPPRESS)
+        sub.add_argument("--as", dest="as_user", default=argparse.SUPPRESS)
+        sub.add_argument("--as-group", dest="as_groups", action="append", default=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -69,31 +80,58 @@ class Plugin:
         chosen = next((c for c in contexts if c["name"] == args.context), active)
         self.namespace = args.namespace or chosen["context"].get("namespace", "default")
         self.client = ApiClient()
+        if args.as_user or args.as_groups:
+            impersonate(self.client, args.as_user, args.as_groups)
         self.custom = CustomObjectsApi(self.client)
 
     def get(self, name: str) -> dict[str, Any]:
         return cast(dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL,
                                                                              name))
 
-    def whoami(self) -> str:
+    def whoami(self) -> tuple[str, list[str]]:
+        """The user and groups the apiserver authenticates this client as."""
         review = AuthenticationV1Api(self.client).create_self_subject_review(
             V1SelfSubjectReview(api_version="authentication.k8s.io/v1", kind="SelfSubjectReview"))
         user = review.status.user_info if review.status else None
         if user is None or not user.username:
             raise SystemExit("the API server did not say who you are (SelfSubjectReview without a username)")
-        return str(user.username)
+        return str(user.username), [str(g) for g in user.groups or []]
 
     def request(self, name: str, kind: str, ticket: str = "") -> str:
         obj = self.get(name)
         status = ModelRolloutStatus.model_validate(obj.get("status") or {})
         if kind == "promote" and status.phase != "AwaitingApproval":
             raise SystemExit(f"{name} is {status.phase or 'Pending'}, not awaiting approval: nothing to promote")
-        payload = {"id": uuid.uuid4().hex[:12], "by": self.whoami(), "at": datetime.now(UTC).isoformat(),
-                   "ticket": ticket, "stage": status.stage, "revision": status.revision}
-        patch = {"metadata": {"annotations": {f"{REQUEST_ANNOTATION_PREFIX}{kind}": json.dumps(payload)}}}
+        user, groups = self.whoami()
+        named = (obj.get("spec", {}).get("accountability", {}).get(AUTHORITY_FIELD[kind]) or {}).get("groups") or []
+        request = Request(kind=kind, id=uuid.uuid4().hex[:12], by=user, at=datetime.now(UTC),  # type: ignore[arg-type]
+                          groups=tuple(g for g in groups if g in named), ticket=ticket, stage=status.stage,
+                          revision=status.revision)
+        try:
+            value = format_request(request)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        patch = {"metadata": {"annotations": {f"{REQUEST_ANNOTATION_PREFIX}{kind}": value}}}
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, patch)
-        return f"{kind} requested for {self.namespace}/{name} (stage {status.stage}) by {payload['by']}" + (
-            f", ticket {ticket}" if ticket else "") + f" [request {payload['id']}]"
+        return (f"{kind} requested for {self.namespace}/{name} (stage {status.stage}) by {user}"
+                + (f" as {', '.join(request.groups)}" if request.groups else "")
+                + (f", ticket {ticket}" if ticket else "") + f" [request {request.id}]")
+
+
+def impersonate(client: ApiClient, user: str | None, groups: list[str]) -> None:
+    """kubectl's --as/--as-group: Impersonate-* headers, one Impersonate-Group header per group as the
+    apiserver reads them (the generated client keeps headers in a plain dict, which holds one per name)."""
+    send: Callable[..., Any] = client.rest_client.request
+
+    def request(method: str, url: str, headers: dict[str, str] | None = None, **kwargs: Any) -> Any:
+        merged = HTTPHeaderDict(headers or {})
+        if user:
+            merged["Impersonate-User"] = user
+        for group in groups:
+            merged.add("Impersonate-Group", group)
+        return send(method, url, headers=merged, **kwargs)
+
+    client.rest_client.request = request  # type: ignore[method-assign,assignment]
 
 
 def render(obj: dict[str, Any]) -> str:
@@ -107,7 +145,9 @@ def render(obj: dict[str, Any]) -> str:
              f"{spec.get('change', {}).get('candidate')}    Revision: {status.revision}"]
     if status.approval:
         a = status.approval
-        lines.append(f"Approved:  {a.stage} by {a.by} at {a.at:%Y-%m-%d %H:%M:%S}" + (f" ({a.ticket})" if a.ticket else ""))
+        lines.append(f"Approved:  {a.stage} by {a.by}" + (f" as {', '.join(a.groups)}" if a.groups else "")
+                     + f" at {a.at:%Y-%m-%d %H:%M:%S}" + (f" ({a.ticket})" if a.ticket else "")
+                     + "    verified by the apiserver")
     if status.rollback:
         r = status.rollback
         lines.append(f"Rollback:  {r.reason} (stage {r.stage}, started {r.started_at:%H:%M:%S}"
@@ -143,6 +183,15 @@ def render(obj: dict[str, Any]) -> str:
             when = f"{action.done_at:%H:%M:%S}" if action.done_at else f"pending ({action.attempts} tries)"
             lines.append(f"  {action.id} {action.reason:<16} {action.type:<11} {action.target}: {what[:70]}  {when}"
                          + (f"  last error: {action.last_error[:80]}" if action.last_error else ""))
+    decisions = [h for h in status.history if h.decision]
+    if decisions:
+        lines += ["", "Decisions:", f"  {'TIME':<8} {'REQUEST':<22} {'BY':<40} {'TICKET':<12} OUTCOME"]
+        for h in decisions[-10:]:
+            d = h.decision
+            assert d is not None
+            who = d.by + (f" as {','.join(d.groups)}" if d.groups else "")
+            lines.append(f"  {h.at:%H:%M:%S} {d.request[:22]:<22} {who[:40]:<40} {d.ticket[:12]:<12} {d.outcome}"
+                         + (f"  {h.message.split(': ', 1)[-1][:70]}" if d.outcome == "Refused" else ""))
     if status.history:
         lines += ["", "History:"]
         lines += [f"  {h.at:%H:%M:%S} {h.stage:<10} {h.phase:<16} {h.message[:90]}" for h in status.history[-10:]]

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from kubernetes.client.exceptions import ApiException
@@ -107,6 +107,8 @@ class Controller:
         # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
         plan = engine.plan_measurements(spec, status, now, refused=bool(refused))
         observation = self.observe(rollout.namespace, spec, status, plan, requests, now)
+        if requests:  # the engine counts a request only if the apiserver refuses a forged one right now
+            observation = replace(observation, requests_unverified=self.kube.admission_refuses_forgery(rollout, now))
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation, refused=refused)
         if analysis_due and status.phase != "RollingBack":
             decision.status.last_evaluated_at = now

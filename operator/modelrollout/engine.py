@@ -12,9 +12,12 @@ Rules, in the order they are applied each cycle:
 2. A breached rollback trigger rolls back at once, whatever else is going on (even paused,
    even with actions still pending, and before any request: the triggers were measured for
    the state as it is, so a `promote` in the same cycle cannot move more levers first).
-3. Human requests: `abort` rolls back now; `retry` re-runs the failed stage (after a failed
-   shadow only with new sweep evidence) or resumes a paused/degraded stage; `promote`
-   approves the awaited stage, valid only for the current revision while it is awaited.
+3. Human requests count only when the apiserver vouches for their requester this cycle and
+   the spec names them (`mayRollBack` for abort, `mayApprove` for promote and retry); every
+   one handled, accepted or refused, goes into the history with who asked. `abort` rolls back
+   now; `retry` re-runs the failed stage (after a failed shadow only with new sweep evidence)
+   or resumes a paused/degraded stage; `promote` approves the awaited stage, valid only for
+   the current revision while it is awaited.
 4. Planned actions still pending: nothing else happens until they are done. A failed one is
    tried again on a backoff schedule (`retry_delay`), which the shell follows (`due_actions`).
 5. `spec.paused` stops progression; triggers keep running.
@@ -40,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from modelrollout.observation import Observation, Request
-from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
+from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import (
     TERMINAL_PHASES,
     Action,
@@ -49,6 +52,7 @@ from modelrollout.status import (
     Condition,
     Counters,
     HistoryEntry,
+    HumanDecision,
     Measurement,
     ModelRolloutStatus,
     ModelVersions,
@@ -291,6 +295,7 @@ class _Engine:
     refused: str = ""  # why the spec on the object is refused; `spec` is then the last valid one
     events: list[Event] = field(default_factory=list)
     last_action: int = 0
+    deciding: HumanDecision | None = None  # an accepted request, until the history entry it caused records it
 
     def __post_init__(self) -> None:
         # Number from the input's highest id, so an action superseded (dropped) or cleared in this cycle never
@@ -416,69 +421,99 @@ class _Engine:
 
     # -- requests ------------------------------------------------------------------------
     def handle(self, request: Request) -> None:
+        """One human request, once: refused unless the apiserver vouched for it and the spec names its author.
+
+        The admission policy checked the requester and their authority when the annotation was
+        written; this checks again, against the spec as it is now, so a request written while
+        the policy was missing, or by someone the accountability no longer names, never counts.
+        Whatever the outcome, it is recorded in `.status.history` with who asked and the ticket.
+        """
         self.status.handled_requests = _remember(self.status.handled_requests, request.key)
+        refusal = self.refusal(request)
+        if refusal:
+            self.refuse(request, "RequestRefused", refusal)
+            return
+        self.deciding = _decision(request, "Accepted")
         if request.kind == "abort":
-            rollback = self.status.rollback
-            if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
-                # The revert before a restart (the spec changed) is under way: finish it, then stop there.
-                rollback.then = "stop"
-                rollback.reason += f"; aborted by {request.by}" + (f" ({request.ticket})" if request.ticket else "")
-                self.events.append(Event("Warning", "Aborted", f"abort by {request.by}: the rollout ends once the "
-                                                               "revert in progress is done, instead of restarting"))
-                return
-            if self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
-                self.events.append(Event("Normal", "AbortIgnored", f"abort by {request.by}: rollout is "
-                                                                   f"{self.status.phase}, nothing to abort"))
-                return
-            self.start_rollback(f"aborted by {request.by}" + (f" ({request.ticket})" if request.ticket else ""))
+            self.abort(request)
         elif request.kind == "retry":
             self.retry(request)
         else:
             self.promote(request)
+        if self.deciding is not None:  # accepted without a phase change whose history entry carries it
+            _record(self.status, self.now, f"{request.kind} by {_who(request)} accepted", self.deciding)
+            self.deciding = None
+
+    def refusal(self, request: Request) -> str:
+        if self.observation.requests_unverified:
+            return (f"refused, the requester cannot be verified: {self.observation.requests_unverified}; "
+                    "ask again once it is in place")
+        authority = self.spec.accountability.authority(request.kind)
+        if not authority.allow(request.by, request.groups):
+            return (f"refused: not named in spec.accountability.{AUTHORITY_FIELD[request.kind]} "
+                    f"({authority.describe()})")
+        return ""
+
+    def refuse(self, request: Request, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Warning") -> None:
+        """A request handled without effect: an Event and a history entry say who asked and why it did not count."""
+        self.deciding = None
+        text = f"{request.kind} by {_who(request)}: {message}"
+        self.events.append(Event(type_, reason, text))
+        _record(self.status, self.now, text, _decision(request, "Refused"))
+
+    def abort(self, request: Request) -> None:
+        rollback = self.status.rollback
+        if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
+            # The revert before a restart (the spec changed) is under way: finish it, then stop there.
+            rollback.then = "stop"
+            rollback.reason += f"; aborted by {_who(request)}"
+            self.events.append(Event("Warning", "Aborted", f"abort by {_who(request)}: the rollout ends once the "
+                                                           "revert in progress is done, instead of restarting"))
+            return
+        if self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
+            self.refuse(request, "AbortIgnored", f"rollout is {self.status.phase}, nothing to abort", "Normal")
+            return
+        self.start_rollback(f"aborted by {_who(request)}")
 
     def promote(self, request: Request) -> None:
         stage = _stage(self.spec, self.status)
         if self.status.phase != "AwaitingApproval" or stage is None:
-            self.events.append(Event("Warning", "ApprovalRejected",
-                                     f"promote by {request.by} ignored: rollout is {self.status.phase}, "
-                                     "not awaiting approval"))
+            self.refuse(request, "ApprovalRejected", f"ignored: rollout is {self.status.phase}, not awaiting approval")
             return
         if request.stage != stage.name or request.revision != self.status.revision:
-            self.events.append(Event("Warning", "ApprovalRejected",
-                                     f"promote by {request.by} was for stage {request.stage!r} revision "
-                                     f"{request.revision!r}; awaiting stage {stage.name!r} revision "
-                                     f"{self.status.revision!r}"))
+            self.refuse(request, "ApprovalRejected", f"was for stage {request.stage!r} revision {request.revision!r}; "
+                                                     f"awaiting stage {stage.name!r} revision {self.status.revision!r}")
             return
         if self.observation.versions is None:
             # Cannot record the champion it would displace: hold the approval until MLflow answers.
+            self.deciding = None
             self.status.handled_requests.remove(request.key)
             self.status.message = f"approved, waiting for MLflow to record the champion: {self.observation.versions_error}"
             return
         self.status.approval = ApprovalRecord(stage=stage.name, revision=self.status.revision, by=request.by,
-                                              at=request.at, ticket=request.ticket)
-        self.events.append(Event("Normal", "Approved", f"stage {stage.name} approved by {request.by}"
-                                 + (f" ({request.ticket})" if request.ticket else "")))
-        self.begin_stage(self.status.stage_index, f"approved by {request.by}")
+                                              groups=list(request.groups), at=self.now, requested_at=request.at,
+                                              request=request.key, ticket=request.ticket)
+        self.events.append(Event("Normal", "Approved", f"stage {stage.name} approved by {_who(request)}"))
+        self.begin_stage(self.status.stage_index, f"approved by {_who(request)}")
 
     def retry(self, request: Request) -> None:
         phase = self.status.phase
         if phase == "NotPromoted":
             fingerprint = self.observation.sweep_fingerprint
             if fingerprint is None or fingerprint == self.status.failed_evidence:
-                self.events.append(Event("Warning", "RetryRejected",
-                                         f"retry by {request.by}: the shadow gate needs new sweep evidence"))
+                self.refuse(request, "RetryRejected", "the shadow gate needs new sweep evidence")
                 return
             self.reset_attempt()
-            self.enter_stage(0, f"retried by {request.by} with new sweep evidence")
+            self.enter_stage(0, f"retried by {_who(request)} with new sweep evidence")
         elif phase == "RolledBack" and self.status.rollback is not None:
             index = _stage_index(self.spec, self.status.rollback.stage)
             self.reset_attempt()
-            self.enter_stage(index, f"retried by {request.by}: stage {self.spec.stages[index].name} from scratch")
+            self.enter_stage(index, f"retried by {_who(request)}: stage {self.spec.stages[index].name} from scratch")
         elif phase in ("Paused", "Degraded"):
             self.status.counters = Counters()
-            self.set_phase(self.running_phase(), f"resumed by {request.by}")
+            self.set_phase(self.running_phase(), f"resumed by {_who(request)}")
         else:
-            self.events.append(Event("Normal", "RetryIgnored", f"retry by {request.by}: rollout is {phase}"))
+            self.refuse(request, "RetryIgnored", f"rollout is {phase}", "Normal")
 
     # -- stages --------------------------------------------------------------------------
     def enter_stage(self, index: int, why: str) -> None:
@@ -755,7 +790,8 @@ class _Engine:
         self.status.live = f"{len(self.status.symbols_on_candidate)}/{len(self.spec.symbols)}"
         self.refresh_conditions()
         if changed or event_reason:
-            _record(self.status, self.now, message)
+            _record(self.status, self.now, message, self.deciding)
+            self.deciding = None
             self.events.append(Event("Warning" if warning else "Normal", event_reason or phase, message))
 
     def set_condition(self, type_: str, value: str, reason: str, message: str) -> None:
@@ -816,9 +852,20 @@ def _set_condition(status: ModelRolloutStatus, type_: str, value: str, reason: s
                                        last_transition_time=now))
 
 
-def _record(status: ModelRolloutStatus, now: datetime, message: str) -> None:
+def _record(status: ModelRolloutStatus, now: datetime, message: str, decision: HumanDecision | None = None) -> None:
     status.history = (status.history + [HistoryEntry(at=now, stage=status.stage, phase=status.phase,
-                                                     message=message)])[-HISTORY_LIMIT:]
+                                                     message=message, decision=decision)])[-HISTORY_LIMIT:]
+
+
+def _who(request: Request) -> str:
+    """The verified requester, the group they acted as, and the ticket, as messages name them."""
+    return request.by + (f" as {', '.join(request.groups)}" if request.groups else "") + (
+        f" ({request.ticket})" if request.ticket else "")
+
+
+def _decision(request: Request, outcome: Literal["Accepted", "Refused"]) -> HumanDecision:
+    return HumanDecision(request=request.key, by=request.by, groups=list(request.groups), ticket=request.ticket,
+                         requested_at=request.at, outcome=outcome)
 
 
 def _summary(by_gate: dict[str, Verdict]) -> str:

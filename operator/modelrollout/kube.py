@@ -8,7 +8,6 @@ cycle is simply redone from fresh state: nothing half-applied, nothing lost.
 from __future__ import annotations
 
 import base64
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -22,6 +21,12 @@ from modelrollout.observation import Request, RequestKind
 from modelrollout.status import ModelRolloutStatus
 
 REQUEST_ANNOTATION_PREFIX = f"{GROUP}/request-"  # request-promote, request-abort, request-retry
+REQUEST_KINDS = ("promote", "abort", "retry")
+REQUEST_FIELDS = ("id", "by", "groups", "at", "stage", "revision", "ticket")
+REQUEST_FIELD_SEPARATOR = "; "
+# crds/modelrollout-requests.yaml: the policy that checks a request's requester and authority at admission
+ADMISSION_POLICY = f"modelrollout-requests.{GROUP}"
+PROBE_REQUESTER = "modelrollout-admission-probe"
 
 
 class Conflict(Exception):
@@ -46,22 +51,48 @@ def load_config() -> None:
     kubernetes.config.load_config()
 
 
+def format_request(request: Request) -> str:
+    """The annotation value: `id=..; by=..; groups=a,b; at=..; stage=..; revision=..; ticket=..`.
+
+    Flat fields, not JSON, because CEL cannot parse JSON: the admission policy splits the
+    value on `; ` and compares `by=` and `groups=` with the identity the apiserver
+    authenticated. A value holding the separators could not be told apart, so it is refused.
+    """
+    fields = {"id": request.id, "by": request.by, "groups": ",".join(request.groups), "at": request.at.isoformat(),
+              "stage": request.stage, "revision": request.revision, "ticket": request.ticket}
+    bad = [f"{name} {value!r}" for name, value in fields.items() if ";" in value or "\n" in value]
+    bad += [f"group {group!r}" for group in request.groups if "," in group or not group]
+    if bad:
+        raise ValueError(f"a request cannot carry ';' or a line break, nor a group with ',' or none: {', '.join(bad)}")
+    return REQUEST_FIELD_SEPARATOR.join(f"{name}={value}" for name, value in fields.items())
+
+
+def parse_request(kind: str, value: str) -> Request | None:
+    """One request annotation's value, or None when it is not one the admission policy would admit."""
+    if kind not in REQUEST_KINDS:
+        return None
+    fields: dict[str, str] = {}
+    for part in value.split(REQUEST_FIELD_SEPARATOR):
+        name, equals, text = part.partition("=")
+        if not equals or name not in REQUEST_FIELDS or name in fields:
+            return None
+        fields[name] = text
+    if not fields.get("id") or not fields.get("by") or "at" not in fields:
+        return None
+    try:
+        at = datetime.fromisoformat(fields["at"])
+    except ValueError:
+        return None
+    return Request(kind=cast(RequestKind, kind), id=fields["id"], by=fields["by"], at=at,
+                   groups=tuple(g for g in fields.get("groups", "").split(",") if g), ticket=fields.get("ticket", ""),
+                   stage=fields.get("stage", ""), revision=fields.get("revision", ""))
+
+
 def parse_requests(annotations: dict[str, str]) -> list[Request]:
     """Human requests written by `kubectl modelrollout promote|abort|retry`; malformed ones are skipped."""
-    requests = []
-    for key, raw in sorted(annotations.items()):
-        if not key.startswith(REQUEST_ANNOTATION_PREFIX):
-            continue
-        try:
-            data = json.loads(raw)
-            kind = cast(RequestKind, key.removeprefix(REQUEST_ANNOTATION_PREFIX))  # filtered below
-            requests.append(Request(kind=kind, id=str(data["id"]),
-                                    by=str(data["by"]), at=datetime.fromisoformat(data["at"]),
-                                    ticket=str(data.get("ticket", "")), stage=str(data.get("stage", "")),
-                                    revision=str(data.get("revision", ""))))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return [r for r in requests if r.kind in ("promote", "abort", "retry")]
+    parsed = (parse_request(key.removeprefix(REQUEST_ANNOTATION_PREFIX), value)
+              for key, value in sorted(annotations.items()) if key.startswith(REQUEST_ANNOTATION_PREFIX))
+    return [request for request in parsed if request is not None]
 
 
 class Kube:
@@ -97,6 +128,25 @@ class Kube:
                 raise Conflict(f"{rollout.namespace}/{rollout.name} changed while the operator decided") from error
             raise
         return _rollout(cast(dict[str, Any], obj))
+
+    def admission_refuses_forgery(self, rollout: RolloutObject, now: datetime) -> str:
+        """"" when the apiserver refuses a request in someone else's name on this rollout, else why not.
+
+        A dry run (nothing is written): it proves the policy, its binding and its reach over
+        this namespace are in force right now, and needs no right beyond the `patch` the
+        operator already has (reading cluster-scoped policies would need a ClusterRole).
+        """
+        forged = Request(kind="abort", id="admission-probe", by=PROBE_REQUESTER, at=now)
+        patch = {"metadata": {"annotations": {f"{REQUEST_ANNOTATION_PREFIX}abort": format_request(forged)}}}
+        try:
+            self.custom.patch_namespaced_custom_object(GROUP, VERSION, rollout.namespace, PLURAL, rollout.name, patch,
+                                                       dry_run="All")
+        except ApiException as error:
+            if f"ValidatingAdmissionPolicy '{ADMISSION_POLICY}'" in str(error.body or ""):
+                return ""
+            return f"could not check that the apiserver verifies requesters ({error.status} {error.reason})"
+        return (f"the apiserver accepted a request in someone else's name: the ValidatingAdmissionPolicy "
+                f"{ADMISSION_POLICY} or its binding is missing (crds/modelrollout-requests.yaml)")
 
     def set_flags(self, namespace: str, configmap: str, flags: dict[str, str]) -> bool:
         """Set ConfigMap keys to target values; returns False when they already held them (no write)."""

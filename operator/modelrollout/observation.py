@@ -57,12 +57,18 @@ class SweepEvidence:
 
 @dataclass(frozen=True)
 class Request:
-    """A human's promote / abort / retry, read from the rollout's annotations by id."""
+    """A human's promote / abort / retry, read from the rollout's annotations by id.
+
+    `by` and `groups` are what the admission policy checked against the apiserver's
+    authentication of whoever wrote the annotation; `at`, `stage`, `revision` and `ticket`
+    are the client's word.
+    """
 
     kind: RequestKind
     id: str
     by: str
     at: datetime
+    groups: tuple[str, ...] = ()
     ticket: str = ""
     stage: str = ""
     revision: str = ""
@@ -82,3 +88,5 @@ class Observation:
     versions: ModelVersions | None = None  # None: MLflow could not be read this cycle
     versions_error: str | None = None
     sweep_fingerprint: str | None = None  # identifies the sweep evidence judged (run ids), when read
+    # Why this cycle's human requests cannot be trusted (the apiserver accepted a forged one), "" when it refused it
+    requests_unverified: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
@@ -159,6 +160,7 @@ Alias = Annotated[Name, Cel((cel("self != 'latest' && !self.matches('^v[0-9]+$')
 Text = Annotated[str, StringConstraints(max_length=1024)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1, max_length=1024)]
 DataKey = Annotated[str, StringConstraints(pattern=DATA_KEY_PATTERN, max_length=DATA_KEY_MAX)]
+PrincipalName = Annotated[str, StringConstraints(pattern=r"^[^;,\s]+$", max_length=253)]  # user or group
 PromQL = Annotated[str, StringConstraints(min_length=1, max_length=4096), Cel(_placeholder_rules(QUERY_PLACEHOLDERS)),
                    _known_placeholders(QUERY_PLACEHOLDERS)]
 """A query template with {symbols} and {window} only: it runs once, for no variant."""
@@ -314,8 +316,56 @@ class AnalysisSpec(SpecModel):
     interval: PositiveDuration = Field(default="60s", description="How often gates and triggers are evaluated.")
 
 
+# Which accountability list may make each human request: abort is a rollback; promote and retry
+# move levers forward (retry re-runs a stage that may switch a canary on again), so they need approval.
+AUTHORITY_FIELD = {"promote": "mayApprove", "retry": "mayApprove", "abort": "mayRollBack"}
+
+
+class Principals(SpecModel):
+    """Who may make one kind of human decision: users by name, or any member of a group.
+
+    Names are matched against the identity the apiserver authenticated (request.userInfo),
+    never against what a client writes. `system:` identities (service accounts, nodes, the
+    built-in groups such as system:authenticated or system:masters) cannot be named: a human
+    decision is made by a named human, and a built-in group would hand it to everyone in it.
+    Names hold no `;` or `,`, the separators of the request annotation the apiserver checks.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.users.size() + self.groups.size() > 0", "name at least one user or group", ".users"),
+        cel("!self.users.exists(n, n.startsWith('system:')) && !self.groups.exists(n, n.startsWith('system:'))",
+            "system: users and groups cannot be named: a human decision is made by named humans"),
+    ]})
+
+    # `default=[]` (pydantic copies it) rather than a factory, so the schema defaults it too and CEL sees both lists
+    users: list[PrincipalName] = Field(default=[], max_length=20, json_schema_extra={"x-kubernetes-list-type": "set"})
+    groups: list[PrincipalName] = Field(default=[], max_length=20, json_schema_extra={"x-kubernetes-list-type": "set"})
+
+    @model_validator(mode="after")
+    def _rules(self) -> Principals:
+        if not self.users and not self.groups:
+            raise ValueError("users: name at least one user or group")
+        if any(n.startswith("system:") for n in self.users + self.groups):
+            raise ValueError("system: users and groups cannot be named: a human decision is made by named humans")
+        if len(set(self.users)) != len(self.users) or len(set(self.groups)) != len(self.groups):
+            raise ValueError("users: duplicate name")
+        return self
+
+    def allow(self, user: str, groups: Iterable[str]) -> bool:
+        """Whether `user`, a member of `groups` (as the apiserver authenticated them), is named here."""
+        return user in self.users or any(g in self.groups for g in groups)
+
+    def describe(self) -> str:
+        return f"users [{', '.join(self.users)}], groups [{', '.join(self.groups)}]"
+
+
 class Accountability(SpecModel):
-    """Who answers for the change, who may take it back alone, and when it must be revisited."""
+    """Who answers for the change, who may approve it or take it back, and when it must be revisited.
+
+    The admission policy (crds/modelrollout-requests.yaml) enforces `mayApprove` and
+    `mayRollBack` on every request annotation and lets only `mayApprove` (as the rollout
+    stood before the edit) change this block; the operator checks the requests again.
+    """
 
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
         cel("self.owner != self.backupOwner", "backupOwner must differ from owner", ".backupOwner"),
@@ -325,8 +375,9 @@ class Accountability(SpecModel):
 
     owner: NonEmpty
     backup_owner: NonEmpty
-    may_roll_back: list[NonEmpty] = Field(min_length=1, max_length=20,
-                                          description="People or groups who may roll back without a committee.")
+    may_approve: Principals = Field(description="Who may promote a stage that awaits approval, retry a stage, and "
+                                                "edit this accountability block.")
+    may_roll_back: Principals = Field(description="Who may abort (roll back now) without a committee.")
     sunset_after: Duration | None = Field(default=None, description="Period after full rollout to accept or revisit.")
     sunset_date: date | None = None
 
@@ -337,6 +388,10 @@ class Accountability(SpecModel):
         if (self.sunset_after is None) == (self.sunset_date is None):
             raise ValueError("accountability.sunsetAfter: set exactly one of sunsetAfter and sunsetDate")
         return self
+
+    def authority(self, kind: str) -> Principals:
+        """Who may make a request of `kind` (AUTHORITY_FIELD)."""
+        return self.may_roll_back if AUTHORITY_FIELD[kind] == "mayRollBack" else self.may_approve
 
 
 class ThresholdGate(SpecModel):

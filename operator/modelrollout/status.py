@@ -84,10 +84,15 @@ class Counters(StatusModel):
 
 
 class ApprovalRecord(StatusModel):
+    """The approval the current attempt's awaited stage began on, by the identity the apiserver verified."""
+
     stage: str
     revision: str
     by: str
-    at: datetime
+    groups: list[str] = Field(default_factory=list, description="Groups of mayApprove the approver acted as.")
+    at: datetime = Field(description="When the operator accepted it.")
+    requested_at: datetime | None = Field(default=None, description="When the client says it asked (not verified).")
+    request: str = Field(default="", description="The request's kind/id.")
     ticket: str = ""
 
 
@@ -129,11 +134,23 @@ class Condition(StatusModel):
     last_transition_time: datetime
 
 
+class HumanDecision(StatusModel):
+    """A promote / abort / retry the operator handled: who (as the apiserver verified), what, and the outcome."""
+
+    request: str = Field(description="kind/id of the request annotation.")
+    by: str
+    groups: list[str] = Field(default_factory=list, description="Groups the requester acted as.")
+    ticket: str = ""
+    requested_at: datetime | None = Field(default=None, description="When the client says it asked (not verified).")
+    outcome: Literal["Accepted", "Refused"]
+
+
 class HistoryEntry(StatusModel):
     at: datetime
     stage: str
     phase: Phase
     message: str
+    decision: HumanDecision | None = Field(default=None, description="Set when a human request made this entry.")
 
 
 class ModelVersions(StatusModel):

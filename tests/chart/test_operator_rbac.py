@@ -24,6 +24,7 @@ from devstack.operator import start_operator
 from devstack.process import Server
 from devstack.prometheus import PrometheusServer
 from devstack.scenario import BASELINE, CONFIGMAP, FLAG_KEY, SYMBOLS, Scenario, open_scenario
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -150,3 +151,28 @@ def test_the_same_token_is_refused_what_the_operator_must_not_do(installed: Inst
     elsewhere = json.loads(installed.scenario.plane.kubectl("-n", other, "get", "configmap", CONFIGMAP,
                                                             "-o", "json").stdout)["data"]
     assert elsewhere == {FLAG_KEY: BASELINE}
+
+
+def test_the_same_token_cannot_approve_or_abort_in_anyone_s_name(installed: Installed) -> None:
+    """The operator may patch ModelRollouts (kopf's finalizer and progress annotations), and the
+    admission policy still refuses it every request: in a person's name, in its own, or by naming itself."""
+    namespace, name = installed.scenario.namespace, "authority-probe"
+    installed.scenario.apply(installed.scenario.manifest(name))
+    at = "2026-12-01T21:00:00+00:00"
+    attempts = {
+        "approve as alice": f"{REQUEST_ANNOTATION_PREFIX}promote=id=sa-1; by=alice@cvntrade.io; at={at}; stage=full",
+        "abort as alice": f"{REQUEST_ANNOTATION_PREFIX}abort=id=sa-2; by=alice@cvntrade.io; at={at}",
+        "abort as itself": f"{REQUEST_ANNOTATION_PREFIX}abort=id=sa-3; by={installed.account}; at={at}",
+    }
+    for what, annotation in attempts.items():
+        result = installed.as_operator("-n", namespace, "annotate", "--overwrite", "mro", name, annotation)
+        assert result.returncode != 0, f"{what}: allowed"
+        assert "ValidatingAdmissionPolicy 'modelrollout-requests.mlops.cvntrade.io'" in result.stderr, result.stderr
+        assert installed.account in result.stderr, result.stderr
+    itself = json.dumps({"spec": {"accountability": {"mayApprove": {"users": [installed.account]}}}})
+    named = installed.as_operator("-n", namespace, "patch", "mro", name, "--type=merge", "-p", itself)
+    assert named.returncode != 0 and "system: users and groups cannot be named" in named.stderr, named.stderr
+    annotations = json.loads(installed.scenario.kubectl("get", "mro", name, "-o", "json").stdout)["metadata"].get(
+        "annotations") or {}
+    assert not [k for k in annotations if k.startswith(REQUEST_ANNOTATION_PREFIX)]
+    installed.scenario.kubectl("delete", "mro", name, "--wait=false")

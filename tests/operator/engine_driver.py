@@ -190,12 +190,13 @@ class Driver:
         self.generation += 1
 
     def request(self, kind: str, *, id: str | None = None, by: str = "alice@cvntrade.io", ticket: str = "CHG-1",
-                stage: str = "", revision: str = "") -> Request:
+                stage: str = "", revision: str = "", groups: tuple[str, ...] = ()) -> Request:
+        """A request as the admission policy admitted it: `by` and `groups` are the verified requester."""
         if id is None:
             self._request_ids += 1
             id = f"{kind}-{self._request_ids}"
         return Request(kind=kind, id=id, by=by, at=self.now, ticket=ticket, stage=stage,  # type: ignore[arg-type]
-                       revision=revision)
+                       revision=revision, groups=groups)
 
     def promote(self, stage: str = "full", revision: str | None = None, **kwargs: Any) -> Request:
         """A promote for `stage`; the current revision unless told otherwise."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,8 +9,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from modelrollout.controller import Controller
-from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, RolloutObject
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, RolloutObject, format_request
 from modelrollout.metrics import OperatorMetrics
+from modelrollout.observation import Request
 
 NOW = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 
@@ -36,8 +36,8 @@ def body(last_evaluated: timedelta | None = timedelta(seconds=3), interval: str 
 
 
 def request(request_id: str) -> dict[str, str]:
-    return {f"{REQUEST_ANNOTATION_PREFIX}promote": json.dumps({"id": request_id, "by": "alice",
-                                                               "at": NOW.isoformat()})}
+    return {f"{REQUEST_ANNOTATION_PREFIX}promote": format_request(Request(kind="promote", id=request_id, by="alice",
+                                                                          at=NOW))}
 
 
 def gets_for(cached: Any) -> int:
