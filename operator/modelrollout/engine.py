@@ -394,8 +394,7 @@ class _Engine:
                 self.handle(request)
                 continue
             self.status.handled_requests = _remember(self.status.handled_requests, request.key)
-            self.events.append(Event("Warning", "RequestRejected", f"{request.kind} by {request.by} ignored: the "
-                                                                   f"spec is invalid ({refused[:300]})"))
+            self.refuse(request, "RequestRejected", f"ignored: the spec is invalid ({refused[:300]})")
         if self.status.phase == "RollingBack":
             self.finish_rollback_if_done()
             return
