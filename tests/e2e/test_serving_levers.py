@@ -34,7 +34,7 @@ from devstack.prometheus import PrometheusServer
 from devstack.scenario import BASELINE, CONFIGMAP, FLAG_KEY, Scenario, Stack, healthy_series, prepare_namespace, wait_until
 from devstack.series import SeriesFeed
 from model_runtime.cli import main as model_runtime
-from model_runtime.synthetic import feature_names, generate_market
+from model_runtime.training.synthetic import feature_names, generate_market
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 SERVED = ["BTCUSDC", "ETHUSDC"]
