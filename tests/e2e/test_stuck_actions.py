@@ -24,11 +24,12 @@ from prometheus_client import CollectorRegistry
 from devstack.controlplane import ControlPlane
 from devstack.mlflow import MlflowServer, start_mlflow
 from devstack.registry import register_models
-from devstack.scenario import BASELINE, CONFIGMAP, FAST_EXAMPLE, FLAG_KEY, SYMBOLS, TEMPLATE
+from devstack.scenario import BASELINE, CONFIGMAP, FAST_EXAMPLE, FLAG_KEY, STACK_HUMAN, SYMBOLS, TEMPLATE
 from modelrollout.controller import Controller
 from modelrollout.events import EventRecorder
-from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, Kube, RolloutObject
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, Kube, RolloutObject, format_request
 from modelrollout.metrics import OperatorMetrics
+from modelrollout.observation import Request
 from modelrollout.status import ModelRolloutStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -68,6 +69,7 @@ def manifest(namespace: str, mlflow_url: str, strategy: str) -> dict[str, Any]:
     spec = rollout["spec"]
     spec["models"].update(trackingUri=mlflow_url, strategy=strategy)
     spec["prometheus"]["url"] = "http://127.0.0.1:9"  # never queried: no gate, no trigger
+    spec["accountability"]["mayRollBack"]["users"].append(STACK_HUMAN)  # the admission policy checks who aborts
     spec["stages"] = spec["stages"][1:]
     for stage in spec["stages"]:
         stage.update(gates=[], rollbackTriggers=[], minDuration="0s")
@@ -106,10 +108,10 @@ def test_five_minutes_of_mlflow_outage_under_a_live_rollback_cost_a_bounded_numb
         assert kube.core.read_namespaced_config_map(CONFIGMAP, namespace).data[f"{FLAG_KEY}__BTCUSDC"] != BASELINE
 
         mlflow[0].stop()
-        abort = {"id": "abort-1", "by": "alice@cvntrade.io", "at": clock.now.isoformat()}
+        abort = Request(kind="abort", id="abort-1", by=STACK_HUMAN, at=clock.now)
         kube.custom.patch_namespaced_custom_object(
             "mlops.cvntrade.io", "v1alpha1", namespace, "modelrollouts", "stuck",
-            {"metadata": {"annotations": {f"{REQUEST_ANNOTATION_PREFIX}abort": json.dumps(abort)}}})
+            {"metadata": {"annotations": {f"{REQUEST_ANNOTATION_PREFIX}abort": format_request(abort)}}})
         writes_before, started = kube.writes, clock.now
         while clock.now - started < OUTAGE:
             status = tick()
