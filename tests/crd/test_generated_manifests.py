@@ -140,6 +140,8 @@ def manifests(draw: st.DrawFn) -> dict[str, Any]:
         operation = draw(st.sampled_from(["query", "duration", "name", "replace", "add", "remove", "duplicate"]))
         if operation in targeted:
             candidates, values = targeted[operation]
+            if not candidates:  # an earlier mutation removed every node of that kind
+                continue
             path, value, _ = draw(st.sampled_from(candidates))
             at(spec, path[:-1])[path[-1]] = draw(values(value))
             continue
@@ -174,10 +176,13 @@ def render_everything(spec: ModelRolloutSpec, core: client.CoreV1Api) -> None:
     for stage in spec.stages:
         symbols = spec.stage_symbols(stage)
         for ran in (None, timedelta(0), timedelta(milliseconds=1500), timedelta(days=400)):
+            # A sequential rule reads the stage since it started: with no start (None) it is never rendered.
             for gate in stage.gates:
-                gate_queries(gate, symbols, ran)
+                if ran is not None or gate.kind != "sequential":
+                    gate_queries(gate, symbols, ran)
             for trigger in stage.rollback_triggers:
-                trigger_queries(trigger, symbols, ran)
+                if ran is not None or trigger.kind != "sequential":
+                    trigger_queries(trigger, symbols, ran)
     status = ModelRolloutStatus()
     engine.plan_measurements(spec, status, now)
     engine.decide(spec, status, Observation(), [], now, 1)
