@@ -110,7 +110,9 @@ def test_the_chart_service_account_takes_a_rollout_to_completed(installed: Insta
     assert peering.get("status"), "the operator keeps itself alive in the chart's KopfPeering"
 
     scenario.kubectl("modelrollout", "promote", "focal-loss", "--ticket", "CHG-RBAC")  # a human, as admin
-    status = scenario.wait_phase("Completed", timeout=120)
+    # Completed first moves the champion aliases (retried until MLflow has them): wait for those moves too.
+    status = scenario.wait_for(lambda s: s.get("phase") == "Completed" and all(
+        a["state"] == "Done" for a in s.get("actions", [])), "Completed, and recorded in MLflow", timeout=120)
     assert status["live"] == "5/5" and status["approval"]["by"] == "admin"
     assert set(scenario.effective_flags().values()) == {CANDIDATE}
     assert scenario.aliases() == dict.fromkeys(SYMBOLS, "2")
