@@ -60,9 +60,9 @@ MAX_DURATION = timedelta(days=366)
 nine digits of weeks would overflow the datetime arithmetic the engine does with it)."""
 
 
-def _duration_ms_cel() -> str:
-    """The duration `self` in milliseconds, in CEL: its i-th number times its i-th unit."""
-    numbers, units = "self.findAll('[0-9]+')", "self.findAll('[a-z]+')"
+def _duration_ms_cel(of: str = "self") -> str:
+    """The duration `of` (a CEL expression, `self` by default) in milliseconds: its i-th number times its i-th unit."""
+    numbers, units = f"{of}.findAll('[0-9]+')", f"{of}.findAll('[a-z]+')"
     scale = "{" + ", ".join(f"'{unit}': {ms}" for unit, ms in DURATION_UNITS_MS.items()) + "}"
     return " + ".join(f"(size({numbers}) > {i} ? int({numbers}[{i}]) * {scale}[{units}[{i}]] : 0)"
                       for i in range(len(DURATION_UNITS_MS)))
@@ -312,8 +312,37 @@ class PrometheusSpec(SpecModel):
     timeout: PositiveDuration = "10s"
 
 
+DEFAULT_TRIGGER_INTERVAL = "5s"
+
+
 class AnalysisSpec(SpecModel):
-    interval: PositiveDuration = Field(default="60s", description="How often gates and triggers are evaluated.")
+    """Two cadences: gates every `interval`, rollback triggers every `triggerInterval` (docs/semantics.md)."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel(f"!has(self.triggerInterval) || {_duration_ms_cel('self.triggerInterval')} <= "
+            f"{_duration_ms_cel('self.interval')}", "triggerInterval must not be longer than interval",
+            ".triggerInterval"),
+    ]})
+
+    interval: PositiveDuration = Field(default="60s", description="How often gates are evaluated (and triggers with "
+                                                                  "them).")
+    # No schema default: a defaulted 5s would refuse every manifest whose interval is shorter, for a field it never wrote.
+    trigger_interval: PositiveDuration | None = Field(
+        default=None, description=f"How often rollback triggers are checked between gate evaluations; "
+                                  f"default {DEFAULT_TRIGGER_INTERVAL}, or `interval` when that is shorter.")
+
+    @model_validator(mode="after")
+    def _trigger_interval(self) -> AnalysisSpec:
+        if self.trigger_interval is not None and \
+                parse_duration(self.trigger_interval) > parse_duration(self.interval):
+            raise ValueError("triggerInterval: must not be longer than interval")
+        return self
+
+    def trigger_period(self) -> timedelta:
+        """How often rollback triggers are checked: `triggerInterval`, else 5 s or the interval when shorter."""
+        if self.trigger_interval is not None:
+            return parse_duration(self.trigger_interval)
+        return min(parse_duration(DEFAULT_TRIGGER_INTERVAL), parse_duration(self.interval))
 
 
 # Which accountability list may make each human request: abort is a rollback; promote and retry

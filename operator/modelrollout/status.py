@@ -173,7 +173,10 @@ class ModelRolloutStatus(StatusModel):
     symbols_on_candidate: list[str] = Field(default_factory=list)
     live: str = Field(default="0/0", description="Symbols live on the candidate, e.g. 1/5.")
     message: str = ""
-    last_evaluated_at: datetime | None = None
+    last_evaluated_at: datetime | None = Field(default=None, description="The last gate cycle (every interval).")
+    last_triggers_evaluated_at: datetime | None = Field(
+        default=None, description="When the triggers shown in `triggers` were measured. They are checked every "
+                                  "triggerInterval, but a check that changes no verdict is not written.")
     gates: list[Measurement] = Field(default_factory=list)
     triggers: list[Measurement] = Field(default_factory=list)
     counters: Counters = Counters()
