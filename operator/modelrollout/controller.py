@@ -7,6 +7,7 @@ moves) -> carry out the newly planned actions, persisting each as it is done.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from modelrollout import engine
 from modelrollout.analysis import measure_stage, prometheus_for
 from modelrollout.engine import Event, MeasurementPlan
-from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests
+from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests, rollout_from_body
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
 from modelrollout.observation import Observation, Request, SweepEvidence
@@ -62,29 +63,51 @@ class Controller:
     clock: Callable[[], datetime] = utcnow
     _phases: dict[str, str] = field(default_factory=dict)
     _mlflow: dict[tuple[str, float], MlflowProvider] = field(default_factory=dict)
+    # In memory, by namespace/name: the last trigger check (a quiet one is not written to status), the
+    # schedule of the object as last seen (by resourceVersion, so a tick parses an object once per change),
+    # and the rollouts whose watched object proved stale (their next tick reads the apiserver's).
+    _triggers_checked: dict[str, datetime] = field(default_factory=dict)
+    _schedules: dict[str, tuple[str, engine.Schedule | None]] = field(default_factory=dict)
+    _stale: set[str] = field(default_factory=set)
 
     # -- entry points --------------------------------------------------------------------
     def tick(self, namespace: str, name: str, cached: Mapping[str, object] | None = None) -> None:
-        """One timer tick: cheap unless the analysis interval is due or something awaits the operator.
+        """One timer tick: cheap unless a cadence is due or something awaits the operator.
 
-        `cached` is the object as the watch last delivered it (kopf's body): when it shows
-        nothing to do, the tick ends without a GET. It can only be older than the apiserver's,
-        so it never hides due work for longer than the watch lags (an older status is more due).
+        `cached` is the object as the watch last delivered it (kopf's body): when it shows nothing to
+        do, the tick ends without a GET. It can only be older than the apiserver's, so it never hides
+        due work for longer than the watch lags (an older status is more due). When only the trigger
+        cadence has come, the check runs on `cached` itself: a quiet check costs the apiserver nothing,
+        and a breach is written guarded by the cached resourceVersion (a stale copy answers 409, and
+        that rollout's next tick reads the apiserver's).
         """
-        if cached is not None and not self.may_need_work(cached):
+        key = f"{namespace}/{name}"
+        work: engine.Work | None = "cycle"
+        if cached is not None and key not in self._stale:
+            work = self.work_due(key, cached)
+        if work is None:
             return
-        rollout = self.kube.get_rollout(namespace, name)
+        if work == "triggers" and cached is not None:
+            rollout: RolloutObject | None = rollout_from_body(copy.deepcopy(dict(cached)))
+        else:
+            rollout = self.kube.get_rollout(namespace, name)
         if rollout is None or rollout.deleting:
             return
         started = time.perf_counter()
         try:
-            self.reconcile(rollout)
+            self.reconcile(rollout, fresh=work == "cycle")
         except Conflict as conflict:
+            self._stale.add(key)
             log.info("%s; redoing the cycle on the next tick", conflict)
         finally:
             self.metrics.reconcile_seconds.observe(time.perf_counter() - started)
 
-    def reconcile(self, rollout: RolloutObject) -> None:
+    def reconcile(self, rollout: RolloutObject, *, fresh: bool = True) -> None:
+        """One cycle. `fresh=False`: `rollout` is the watch's copy, which may lag; nothing is carried out
+        until a write guarded by its resourceVersion has proved it current."""
+        key = f"{rollout.namespace}/{rollout.name}"
+        if fresh:
+            self._stale.discard(key)
         now = self.clock()
         status = self._status(rollout)
         refused = ""
@@ -100,49 +123,52 @@ class Controller:
                 return
             spec = guard  # the levers stay guarded under the spec they moved under
         requests = [r for r in parse_requests(rollout.annotations) if not engine.is_handled(status, r)]
-        analysis_due = engine.analysis_due(spec, status, now)
-        if not (engine.cycle_due(spec, status, now) or requests or rollout.generation != status.observed_generation):
+        checked = self._triggers_checked.get(key)
+        if not (engine.cycle_due(spec, status, now, checked) or requests
+                or rollout.generation != status.observed_generation):
             return
-        rollout, status = self.carry_out(rollout, spec, status, refused=bool(refused))
+        if fresh:
+            rollout, status = self.carry_out(rollout, spec, status, refused=bool(refused))
         # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
-        plan = engine.plan_measurements(spec, status, now, refused=bool(refused))
+        plan = engine.plan_measurements(spec, status, now, refused=bool(refused), triggers_checked_at=checked)
         observation = self.observe(rollout.namespace, spec, status, plan, requests, now)
         if requests:  # the engine counts a request only if the apiserver refuses a forged one right now
             observation = replace(observation, requests_unverified=self.kube.admission_refuses_forgery(rollout, now))
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation, refused=refused)
-        if analysis_due and status.phase != "RollingBack":
-            decision.status.last_evaluated_at = now
-        if decision.status != status or decision.events:  # a retry that changed nothing writes nothing more
+        changed = bool(decision.status != status or decision.events)  # a quiet trigger check writes nothing, nor a
+        if changed:  # retry that changed nothing; a write guarded by the resourceVersion proves the copy current
             rollout = self._commit(rollout, decision.status, decision.events)
+        if plan.triggers is not None:
+            self._triggers_checked[key] = now
         self._count_verdicts(observation)
+        if not (changed or fresh):
+            return
         rollout, status = self.carry_out(rollout, spec, decision.status, refused=bool(refused))
         if status.phase == "RollingBack" and not engine.pending_actions(status):
             final = engine.decide(spec, status, Observation(), [], self.clock(), rollout.generation, refused=refused)
             if final.status != status or final.events:
                 self._commit(rollout, final.status, final.events)
 
-    def may_need_work(self, body: Mapping[str, object]) -> bool:
-        """Whether a rollout as last seen may need a cycle: the same due test `reconcile` makes,
-        read from the raw object without validating it (anything unexpected answers True)."""
+    def work_due(self, key: str, body: Mapping[str, object]) -> engine.Work | None:
+        """What a rollout as last seen needs: the same test `reconcile` makes (`engine.Schedule`), on the
+        watched object. Its spec and status are parsed once per resourceVersion; anything unreadable
+        answers "cycle", so `reconcile` says what is wrong."""
         try:
-            meta, spec, status = (dict(body.get(k) or {}) for k in ("metadata", "spec", "status"))  # type: ignore[call-overload]
+            meta, status = (dict(body.get(k) or {}) for k in ("metadata", "status"))  # type: ignore[call-overload]
             if meta.get("deletionTimestamp") or int(meta.get("generation", 0)) != status.get("observedGeneration"):
-                return True
+                return "cycle"
             handled = set(status.get("handledRequests") or [])
             if any(r.key not in handled for r in parse_requests(dict(meta.get("annotations") or {}))):
-                return True
-            now = self.clock()
-            pending = [a for a in status.get("actions") or [] if a.get("state") == "Pending"]
-            if pending and (not pending[0].get("nextAttemptAt") or _time(pending[0]["nextAttemptAt"]) <= now):
-                return True
-            if status.get("phase") == "RollingBack":
-                return not pending
-            last = status.get("lastEvaluatedAt")
-            if not last:
-                return True
-            return now - _time(last) >= parse_duration(spec["analysis"]["interval"])
+                return "cycle"
+            version = str(meta.get("resourceVersion") or "")
+            seen = self._schedules.get(key)
+            if seen is None or not version or seen[0] != version:
+                seen = (version, _schedule_of(body))
+                self._schedules[key] = seen
+            timing = seen[1]
         except (TypeError, ValueError, KeyError, AttributeError):
-            return True
+            return "cycle"
+        return None if timing is None else timing.work(self.clock(), self._triggers_checked.get(key))
 
     def on_delete(self, namespace: str, name: str) -> bool:
         """Before the finalizer goes: revert live levers of an unfinished rollout. True when done."""
@@ -177,16 +203,16 @@ class Controller:
                 evidence[experiment] = mlflow.sweep_evidence(experiment)
             return evidence[experiment]
 
-        gates: list[Measurement] = []
-        triggers: list[Measurement] = []
+        gates: list[Measurement] | None = None if plan.gates is None else []
+        triggers: list[Measurement] | None = None if plan.triggers is None else []
         stages = _measured_stages(plan)
         if stages:
             prometheus = prometheus_for(spec, self._token(namespace, spec))
             for stage, want_gates, want_triggers in stages:
                 measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now,
                                                                    status.stage_started_at)
-                gates += measured_gates if want_gates else []
-                triggers += measured_triggers if want_triggers else []
+                gates = gates + measured_gates if want_gates and gates is not None else gates
+                triggers = triggers + measured_triggers if want_triggers and triggers is not None else triggers
         if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):
             for stage in spec.stages:
                 for gate in stage.gates:
@@ -198,7 +224,8 @@ class Controller:
                 versions = mlflow.model_versions(spec.models, spec.symbols)
             except MlflowUnavailable as error:
                 versions_error = error_text(error, with_type=False)
-        return Observation(gates=tuple(gates), triggers=tuple(triggers), versions=versions,
+        return Observation(gates=None if gates is None else tuple(gates),
+                           triggers=None if triggers is None else tuple(triggers), versions=versions,
                            versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence))
 
     def _token(self, namespace: str, spec: ModelRolloutSpec) -> str | None:
@@ -272,11 +299,15 @@ class Controller:
         return written
 
     def _count_verdicts(self, observation: Observation) -> None:
-        for measurement in observation.gates:
+        for measurement in observation.gates or ():
             self.metrics.gate_evaluations.labels(gate=measurement.name, verdict=measurement.verdict).inc()
 
     def forget(self, namespace: str, name: str) -> None:
-        self._phases.pop(f"{namespace}/{name}", None)
+        key = f"{namespace}/{name}"
+        self._phases.pop(key, None)
+        self._triggers_checked.pop(key, None)
+        self._schedules.pop(key, None)
+        self._stale.discard(key)
         self.metrics.set_phases(self._phases)
 
 
@@ -301,8 +332,18 @@ def _fingerprint(evidence: dict[str, SweepEvidence]) -> str | None:
     return hashlib.sha256("\n".join(run_ids).encode()).hexdigest()[:16]
 
 
-def _time(value: object) -> datetime:
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+def _schedule_of(body: Mapping[str, object]) -> engine.Schedule | None:
+    """The watched object's schedule; None when its spec was never valid (then only an edit, which bumps the
+    generation, or a request can change anything)."""
+    status = ModelRolloutStatus.model_validate(body.get("status") or {})
+    try:
+        spec = ModelRolloutSpec.model_validate(body.get("spec") or {})
+    except ValidationError:
+        guard = engine.last_valid_spec(status)
+        if guard is None:
+            return None
+        spec = guard
+    return engine.schedule(spec, status)
 
 
 def _describe(action: Action) -> str:

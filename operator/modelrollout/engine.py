@@ -39,7 +39,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from modelrollout.observation import Observation, Request
@@ -107,18 +107,82 @@ def gate_verdict(measurements: Iterable[Measurement]) -> Verdict:
     return max(verdicts, key=lambda v: VERDICT_SEVERITY[v])
 
 
+Work = Literal["cycle", "triggers"]
+_ALREADY = datetime.min.replace(tzinfo=UTC)  # a due time that has always come
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a rollout next needs the operator, from its spec and status alone: the one "is a cycle due" rule.
+
+    Without the clock, so the shell can keep it between timer ticks instead of parsing the object on every
+    tick. Two cadences: a full cycle (the gate interval; an action's next try; the end of a revert) and a
+    trigger check (`triggerInterval`, only while a live stage has rollback triggers). A trigger check that
+    finds nothing new is not written (status writes are the apiserver's budget), so the shell remembers the
+    time of its last one and passes it as `triggers_checked_at`; after a restart the triggers are checked at once.
+    """
+
+    gates_at: datetime | None  # the gate interval comes (None: never by time, e.g. while reverting)
+    actions_at: datetime | None  # an action's next try, or the end of a revert
+    triggers_at: datetime | None  # the trigger interval comes by the status (None: no live trigger)
+    trigger_period: timedelta
+
+    def gates_due(self, now: datetime) -> bool:
+        return self.gates_at is not None and now >= self.gates_at
+
+    def triggers_due(self, now: datetime, triggers_checked_at: datetime | None = None) -> bool:
+        if self.triggers_at is None:
+            return False
+        due = self.triggers_at
+        if triggers_checked_at is not None:
+            due = max(due, triggers_checked_at + self.trigger_period)
+        return now >= due
+
+    def work(self, now: datetime, triggers_checked_at: datetime | None = None) -> Work | None:
+        """"cycle" (measure what is due, decide, act), "triggers" (only the trigger cadence has come), or None."""
+        if self.gates_due(now) or (self.actions_at is not None and now >= self.actions_at):
+            return "cycle"
+        return "triggers" if self.triggers_due(now, triggers_checked_at) else None
+
+
+def schedule(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Schedule:
+    """The rollout's `Schedule` (requests and spec changes aside: they make a cycle whatever it says). While
+    rolling back nothing is measured, so only the revert's own tries (and its end) make a cycle: a stuck
+    revert writes status once per try."""
+    period = spec.analysis.trigger_period()
+    pending = pending_actions(status)
+    actions_at = (pending[0].next_attempt_at or _ALREADY) if pending else None
+    if status.phase == "RollingBack":
+        return Schedule(gates_at=None, actions_at=actions_at if pending else _ALREADY, triggers_at=None,
+                        trigger_period=period)
+    last = status.last_evaluated_at
+    gates_at = _ALREADY if last is None else last + parse_duration(spec.analysis.interval)
+    guarded = _guarded_stage(spec, status)
+    triggers_at = None
+    if guarded is not None and guarded.rollback_triggers:
+        checked = status.last_triggers_evaluated_at
+        triggers_at = _ALREADY if checked is None else checked + period
+    return Schedule(gates_at=gates_at, actions_at=actions_at, triggers_at=triggers_at, trigger_period=period)
+
+
 def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
-                      now: datetime | None = None, *, refused: bool = False) -> MeasurementPlan:
+                      now: datetime | None = None, *, refused: bool = False,
+                      triggers_checked_at: datetime | None = None) -> MeasurementPlan:
     """What to measure this cycle, so the shell never queries what the engine will not use.
 
-    MLflow versions are read only when a lever stage may begin now: while awaiting approval,
-    when a stage could not begin, or once the current stage's minimum time is over and the
-    next stage starts without approval (`now` unknown: assume it may). Under a refused spec
-    (`spec` the last valid one) only the triggers guarding what is live are measured.
+    Gates only when the gate interval has come; triggers when their own interval has
+    (`triggers_checked_at`: the shell's last check, see `Schedule`) or with the gates. `now`
+    unknown: assume both are due. MLflow versions are read only on a gate cycle where a lever
+    stage may begin now: while awaiting approval, when a stage could not begin, or once the
+    current stage's minimum time is over and the next stage starts without approval. Under a
+    refused spec (`spec` the last valid one) only the triggers guarding what is live are measured.
     """
+    timing = schedule(spec, status)
+    gates_due = now is None or timing.gates_due(now)
+    triggers_due = gates_due or (now is not None and timing.triggers_due(now, triggers_checked_at))
+    guarded = _guarded_stage(spec, status) if triggers_due else None
     if refused:
-        running = status.phase not in TERMINAL_PHASES and status.phase != "RollingBack"
-        return MeasurementPlan(gates=None, triggers=_live_stage(spec, status) if running else None, versions=False)
+        return MeasurementPlan(gates=None, triggers=guarded, versions=False)
     if not status.revision:  # a new rollout begins its first stage this cycle
         first = spec.stages[0]
         return MeasurementPlan(gates=None, triggers=None,
@@ -126,9 +190,9 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     if status.phase in TERMINAL_PHASES or status.phase == "RollingBack":
         return MeasurementPlan(gates=None, triggers=None, versions=False)
     stage = _stage(spec, status)
-    live = _live_stage(spec, status)
-    gates = stage if status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
-    return MeasurementPlan(gates=gates, triggers=live, versions=_lever_stage_may_begin(spec, status, stage, now))
+    gates = stage if gates_due and status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
+    return MeasurementPlan(gates=gates, triggers=guarded,
+                           versions=gates_due and _lever_stage_may_begin(spec, status, stage, now))
 
 
 def _lever_stage_may_begin(spec: ModelRolloutSpec, status: ModelRolloutStatus, stage: Stage | None,
@@ -165,11 +229,20 @@ def decide(
 ) -> Decision:
     """The next status and the Events to emit. Pure: `status` is not modified.
 
+    A cycle whose observation has no gates (`gates is None`: the gate interval had not come, only the
+    triggers' had) brings no gate news: nothing counts towards a limit, no stage starts or ends by
+    its gates, and unless a trigger verdict changed or a request was handled, nothing changes at all,
+    so the shell writes nothing.
+
     `refused` says why the spec on the object cannot be used; `spec` is then `last_valid_spec(status)`,
     under which the live levers keep being guarded (see `_Engine.guard`).
     """
-    engine = _Engine(spec, status.model_copy(deep=True), observation, now, generation, refused=refused)
+    gate_cycle = analysis_due(spec, status, now)
+    engine = _Engine(spec, status.model_copy(deep=True), observation, now, generation, refused=refused,
+                     gate_cycle=gate_cycle or observation.gates is not None)
     engine.run(requests)
+    if gate_cycle:  # the gate interval restarts on every gate cycle, gates measured or not (none while awaiting)
+        engine.status.last_evaluated_at = now
     if not refused and revision_of(spec) == engine.status.revision:
         engine.status.last_valid_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
     return Decision(status=engine.status, events=tuple(engine.events))
@@ -248,20 +321,15 @@ def due_actions(status: ModelRolloutStatus, now: datetime, *, refused: bool = Fa
     return due
 
 
-def cycle_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
-    """Whether a reconcile cycle has work now (requests and spec changes aside): the analysis interval has
-    passed, or a pending action's next try has come. While rolling back nothing is measured, so only
-    the revert's own tries (and its end) make a cycle: a stuck revert writes status once per try."""
-    pending = pending_actions(status)
-    if pending and (pending[0].next_attempt_at is None or pending[0].next_attempt_at <= now):
-        return True
-    if status.phase == "RollingBack":
-        return not pending
-    return analysis_due(spec, status, now)
+def cycle_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime,
+              triggers_checked_at: datetime | None = None) -> Work | None:
+    """Whether a reconcile cycle has work now, and which (requests and spec changes aside): see `Schedule`."""
+    return schedule(spec, status).work(now, triggers_checked_at)
 
 
 def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
-    return status.last_evaluated_at is None or now - status.last_evaluated_at >= parse_duration(spec.analysis.interval)
+    """Whether the gate interval has come (never while reverting: nothing is measured then)."""
+    return schedule(spec, status).gates_due(now)
 
 
 def is_handled(status: ModelRolloutStatus, request: Request) -> bool:
@@ -293,6 +361,7 @@ class _Engine:
     now: datetime
     generation: int
     refused: str = ""  # why the spec on the object is refused; `spec` is then the last valid one
+    gate_cycle: bool = True  # the gate interval has come (or gates were measured): the shown triggers are refreshed
     events: list[Event] = field(default_factory=list)
     last_action: int = 0
     deciding: HumanDecision | None = None  # an accepted request, until the history entry it caused records it
@@ -352,19 +421,26 @@ class _Engine:
             return
         if self.status.phase == "Paused" and self.status.message == PAUSED_BY_SPEC:
             self.set_phase(self.running_phase(), "resumed: spec.paused cleared")
-        if self.status.phase in ("AwaitingApproval", "Paused"):
-            return
+        if self.status.phase in ("AwaitingApproval", "Paused") or self.observation.gates is None:
+            return  # no gate news: progression waits for the gate cycle
         if self.status.stage_started_at is None:  # a stage that could not begin (MLflow was down): try again
             self.begin_stage(self.status.stage_index, "retrying the start")
             return
         self.evaluate_gates()
 
     def check_triggers(self) -> None:
-        """Rule 2: a breached rollback trigger rolls back at once."""
-        if self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
+        """Rule 2: a breached rollback trigger rolls back at once (once: never again while reverting or after).
+
+        The measurements shown in `.status.triggers` are replaced on a gate cycle (which writes anyway), on
+        a breach, or when a verdict changed; a trigger check that finds the same verdicts changes nothing.
+        """
+        measured = self.observation.triggers
+        if measured is None or self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
             return
-        self.status.triggers = list(self.observation.triggers)
-        breached = [m for m in self.observation.triggers if m.verdict == "Fail" and not m.dry_run]
+        breached = [m for m in measured if m.verdict == "Fail" and not m.dry_run]
+        if breached or self.gate_cycle or _verdicts(measured) != _verdicts(self.status.triggers):
+            self.status.triggers = list(measured)
+            self.status.last_triggers_evaluated_at = self.now
         if breached:
             first = breached[0]
             self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
@@ -589,11 +665,12 @@ class _Engine:
 
     def evaluate_gates(self) -> None:
         stage = _stage(self.spec, self.status)
-        if stage is None or self.status.stage_started_at is None:
+        measured = self.observation.gates
+        if stage is None or self.status.stage_started_at is None or measured is None:
             return
-        self.status.gates = list(self.observation.gates)
+        self.status.gates = list(measured)
         self.status.last_evaluated_at = self.now
-        gates = [m for m in self.observation.gates if not m.dry_run]  # dry-run gates are shown, never counted
+        gates = [m for m in measured if not m.dry_run]  # dry-run gates are shown, never counted
         by_gate = {g.name: gate_verdict(m for m in gates if m.name == g.name) for g in stage.gates if not g.dry_run}
         counters, limits = self.status.counters, stage.limits
         elapsed = self.now - self.status.stage_started_at
@@ -820,6 +897,13 @@ def _stage_index(spec: ModelRolloutSpec, name: str) -> int:
     return next((i for i, s in enumerate(spec.stages) if s.name == name), 0)
 
 
+def _guarded_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | None:
+    """The stage whose rollback triggers are checked now: the live one, while the rollout runs."""
+    if not status.revision or status.phase in TERMINAL_PHASES or status.phase == "RollingBack":
+        return None
+    return _live_stage(spec, status)
+
+
 def _live_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | None:
     """The stage whose rollback triggers guard what is live now (none while nothing is live)."""
     if not levers_touched(status):
@@ -865,6 +949,10 @@ def _who(request: Request) -> str:
 def _decision(request: Request, outcome: Literal["Accepted", "Refused"]) -> HumanDecision:
     return HumanDecision(request=request.key, by=request.by, groups=list(request.groups), ticket=request.ticket,
                          requested_at=request.at, outcome=outcome)
+
+
+def _verdicts(measurements: Iterable[Measurement]) -> list[tuple[str, str, Verdict, bool]]:
+    return [(m.name, m.symbol, m.verdict, m.dry_run) for m in measurements]
 
 
 def _summary(by_gate: dict[str, Verdict]) -> str:

@@ -8,6 +8,7 @@ cycle is simply redone from fresh state: nothing half-applied, nothing lost.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
@@ -108,7 +109,7 @@ class Kube:
             if error.status == 404:
                 return None
             raise
-        return _rollout(cast(dict[str, Any], obj))
+        return rollout_from_body(cast(dict[str, Any], obj))
 
     def write_status(self, rollout: RolloutObject, status: ModelRolloutStatus) -> RolloutObject:
         """Replace the status if nobody changed the object since it was read; raises Conflict otherwise."""
@@ -127,7 +128,7 @@ class Kube:
             if error.status == 409:
                 raise Conflict(f"{rollout.namespace}/{rollout.name} changed while the operator decided") from error
             raise
-        return _rollout(cast(dict[str, Any], obj))
+        return rollout_from_body(cast(dict[str, Any], obj))
 
     def admission_refuses_forgery(self, rollout: RolloutObject, now: datetime) -> str:
         """"" when the apiserver refuses a request in someone else's name on this rollout, else why not.
@@ -169,7 +170,8 @@ class Kube:
         return base64.b64decode(secret.data[key]).decode().strip()
 
 
-def _rollout(obj: dict[str, Any]) -> RolloutObject:
+def rollout_from_body(obj: Mapping[str, Any]) -> RolloutObject:
+    """A rollout from its object as the apiserver or a watch gives it."""
     meta = obj["metadata"]
     return RolloutObject(
         name=meta["name"], namespace=meta["namespace"], uid=meta["uid"], generation=int(meta.get("generation", 0)),

@@ -81,10 +81,14 @@ class Request:
 
 @dataclass(frozen=True)
 class Observation:
-    """Everything measured for one decision. Verdicts are already computed (modelrollout.gates)."""
+    """Everything measured for one decision. Verdicts are already computed (modelrollout.gates).
 
-    gates: tuple[Measurement, ...] = ()
-    triggers: tuple[Measurement, ...] = ()
+    `gates` / `triggers` are None when they were not measured this cycle (not due, or nothing to
+    measure), which the engine reads as "no news", never as "none passed".
+    """
+
+    gates: tuple[Measurement, ...] | None = None
+    triggers: tuple[Measurement, ...] | None = None
     versions: ModelVersions | None = None  # None: MLflow could not be read this cycle
     versions_error: str | None = None
     sweep_fingerprint: str | None = None  # identifies the sweep evidence judged (run ids), when read

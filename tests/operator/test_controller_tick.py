@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+import yaml
+
+from devstack.scenario import FAST_EXAMPLE
 from modelrollout.controller import Controller
 from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, RolloutObject, format_request
 from modelrollout.metrics import OperatorMetrics
@@ -27,12 +30,30 @@ class CountingKube:
 
 def body(last_evaluated: timedelta | None = timedelta(seconds=3), interval: str = "10s", generation: int = 2,
          observed: int | None = 2, annotations: dict[str, str] | None = None,
-         actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    status: dict[str, Any] = {"observedGeneration": observed, "handledRequests": ["promote/r-1"], "actions": actions or []}
+         actions: list[dict[str, Any]] | None = None, triggers_checked: timedelta | None = None,
+         live: bool = False, trigger_interval: str | None = None) -> dict[str, Any]:
+    """The fast example as the watch delivers it, in its shadow stage, or its canary (`live`) with BTCUSDC switched."""
+    spec = yaml.safe_load(FAST_EXAMPLE.read_text())["spec"]
+    spec["analysis"] = {"interval": interval} | ({"triggerInterval": trigger_interval} if trigger_interval else {})
+    status: dict[str, Any] = {"observedGeneration": observed, "handledRequests": ["promote/r-1"], "actions": actions or [],
+                              "revision": "r1", "phase": "Progressing", "stage": "shadow", "stageIndex": 0}
+    if live:
+        status |= {"stage": "canary", "stageIndex": 1, "symbolsOnCandidate": ["BTCUSDC"]}
     if last_evaluated is not None:
-        status["lastEvaluatedAt"] = (NOW - last_evaluated).isoformat().replace("+00:00", "Z")
+        status["lastEvaluatedAt"] = iso(NOW - last_evaluated)
+    if triggers_checked is not None:
+        status["lastTriggersEvaluatedAt"] = iso(NOW - triggers_checked)
     return {"metadata": {"name": "r", "namespace": "ns", "generation": generation, "annotations": annotations or {}},
-            "spec": {"analysis": {"interval": interval}}, "status": status}
+            "spec": spec, "status": status}
+
+
+def action(state: str, next_attempt_at: str | None = None) -> dict[str, Any]:
+    return {"id": "0001-setFlag", "type": "setFlag", "target": "cm", "reason": "canary canary", "state": state,
+            "plannedAt": iso(NOW - timedelta(minutes=1))} | ({"nextAttemptAt": next_attempt_at} if next_attempt_at else {})
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def request(request_id: str) -> dict[str, str]:
@@ -40,11 +61,14 @@ def request(request_id: str) -> dict[str, str]:
                                                                           at=NOW))}
 
 
+def controller(kube: Any = None) -> Controller:
+    return Controller(kube=kube or CountingKube(), emit=lambda *_: None, metrics=OperatorMetrics(CollectorRegistry()),
+                      clock=lambda: NOW)
+
+
 def gets_for(cached: Any) -> int:
     kube = CountingKube()
-    controller = Controller(kube=kube, emit=lambda *_: None,  # type: ignore[arg-type]
-                            metrics=OperatorMetrics(CollectorRegistry()), clock=lambda: NOW)
-    controller.tick("ns", "r", cached=cached)
+    controller(kube).tick("ns", "r", cached=cached)
     return kube.gets
 
 
@@ -59,8 +83,8 @@ def test_nothing_due_means_no_read() -> None:
     body(generation=3),  # the spec changed
     body(observed=None),
     body(annotations=request("r-2")),  # a request not handled yet
-    body(actions=[{"id": "1", "state": "Pending"}]),  # a lever still to move
-    body(interval="soon"),  # unparseable: let reconcile say so
+    body(actions=[action("Pending")]),  # a lever still to move
+    body() | {"status": "garbage"},
     {"metadata": {"deletionTimestamp": "2026-01-05T11:00:00Z"}},
     {"spec": "garbage"},
 ])
@@ -69,24 +93,58 @@ def test_anything_that_may_need_work_is_read(cached: Any) -> None:
 
 
 def test_a_handled_request_and_done_actions_need_no_read() -> None:
-    assert gets_for(body(annotations=request("r-1"), actions=[{"id": "1", "state": "Done"}])) == 0
-
-
-def iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
+    assert gets_for(body(annotations=request("r-1"), actions=[action("Done")])) == 0
 
 
 def test_a_stuck_action_waiting_for_its_next_try_needs_no_read() -> None:
-    waiting = [{"id": "1", "state": "Pending", "nextAttemptAt": iso(NOW + timedelta(seconds=30))}]
+    waiting = [action("Pending", iso(NOW + timedelta(seconds=30)))]
     assert gets_for(body(actions=waiting)) == 0
-    due = [{"id": "1", "state": "Pending", "nextAttemptAt": iso(NOW - timedelta(seconds=1))}]
+    due = [action("Pending", iso(NOW - timedelta(seconds=1)))]
     assert gets_for(body(actions=due)) == 1
 
 
 def test_while_rolling_back_only_the_reverts_next_try_makes_a_cycle() -> None:
     rolling_back = body(last_evaluated=timedelta(hours=1), actions=[
-        {"id": "1", "state": "Pending", "nextAttemptAt": iso(NOW + timedelta(seconds=30))}])
+        action("Pending", iso(NOW + timedelta(seconds=30)))])
     rolling_back["status"]["phase"] = "RollingBack"
     assert gets_for(rolling_back) == 0  # nothing is measured while reverting: the interval is no reason
-    rolling_back["status"]["actions"] = [{"id": "1", "state": "Done"}]
+    rolling_back["status"]["actions"] = [action("Done")]
     assert gets_for(rolling_back) == 1  # every action done: the cycle that ends the rollback
+
+
+def test_a_spec_never_valid_waits_for_an_edit() -> None:
+    never_valid = body()
+    never_valid["spec"]["analysis"]["interval"] = "soon"  # reconcile has said so at this generation
+    assert gets_for(never_valid) == 0
+    assert gets_for(never_valid | {"metadata": never_valid["metadata"] | {"generation": 3}}) == 1
+
+
+@pytest.mark.parametrize(("cached", "work"), [
+    (body(live=True, triggers_checked=timedelta(seconds=4)), None),  # checked 4 s ago; the default is 5 s
+    (body(live=True, triggers_checked=timedelta(seconds=5)), "triggers"),  # the trigger cadence alone has come
+    (body(live=True, triggers_checked=None), "triggers"),  # never checked (or not written since a restart)
+    (body(live=True, triggers_checked=timedelta(seconds=5), last_evaluated=timedelta(seconds=10)), "cycle"),
+    (body(live=True, interval="2s", last_evaluated=timedelta(seconds=1), triggers_checked=timedelta(seconds=1)),
+     None),  # an interval shorter than 5 s: the triggers run with the gates
+    (body(live=True, interval="60s", triggers_checked=timedelta(seconds=4)), None),  # default 5 s at a 60 s interval
+    (body(live=True, interval="60s", triggers_checked=timedelta(seconds=5)), "triggers"),
+    (body(live=True, interval="60s", trigger_interval="30s", triggers_checked=timedelta(seconds=29)), None),
+    (body(live=False, triggers_checked=None), None),  # nothing live: no trigger guards anything
+])
+def test_the_trigger_cadence_runs_between_gate_cycles(cached: Any, work: str | None) -> None:
+    assert controller().work_due("ns/r", cached) == work
+
+
+def test_a_quiet_trigger_check_held_in_memory_moves_the_next_one_on() -> None:
+    ticking = controller()
+    cached = body(live=True, interval="60s", triggers_checked=timedelta(seconds=30))
+    assert ticking.work_due("ns/r", cached) == "triggers"
+    ticking._triggers_checked["ns/r"] = NOW - timedelta(seconds=1)  # what a check that wrote nothing leaves
+    assert ticking.work_due("ns/r", cached) is None
+
+
+def test_while_rolling_back_no_trigger_is_checked() -> None:
+    rolling_back = body(live=True, triggers_checked=None, actions=[
+        action("Pending", iso(NOW + timedelta(seconds=30)))])
+    rolling_back["status"]["phase"] = "RollingBack"
+    assert controller().work_due("ns/r", rolling_back) is None
