@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
-
 import yaml
+from prometheus_client import CollectorRegistry
 
 from devstack.scenario import FAST_EXAMPLE
 from modelrollout.controller import Controller
