@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from in_process import Clock, CountingKube
 from kubernetes import config as kube_config
 from mlflow import MlflowClient
 from prometheus_client import CollectorRegistry
@@ -27,31 +27,13 @@ from devstack.registry import register_models
 from devstack.scenario import BASELINE, CONFIGMAP, FAST_EXAMPLE, FLAG_KEY, STACK_HUMAN, SYMBOLS, TEMPLATE
 from modelrollout.controller import Controller
 from modelrollout.events import EventRecorder
-from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, Kube, RolloutObject, format_request
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, format_request
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.observation import Request
 from modelrollout.status import ModelRolloutStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 OUTAGE = timedelta(minutes=5)
-
-
-class CountingKube(Kube):
-    """The real adapter, counting the status writes that reach the apiserver."""
-
-    writes = 0
-
-    def write_status(self, rollout: RolloutObject, status: ModelRolloutStatus) -> RolloutObject:
-        self.writes += 1
-        return super().write_status(rollout, status)
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

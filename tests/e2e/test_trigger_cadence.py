@@ -8,11 +8,12 @@ cycle did it, never how long anything took (`benchmarks/operator_rollback_latenc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from in_process import Clock, CountingKube
 from kubernetes import config as kube_config
 from prometheus_client import CollectorRegistry
 
@@ -21,7 +22,6 @@ from modelrollout.controller import Controller
 from modelrollout.crd import GROUP, PLURAL, VERSION
 from modelrollout.events import EventRecorder
 from modelrollout.gates import evaluate_trigger, trigger_queries
-from modelrollout.kube import Kube, RolloutObject
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.spec import ModelRolloutSpec
@@ -29,29 +29,6 @@ from modelrollout.status import ModelRolloutStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 NAME = "cadence"
-
-
-class CountingKube(Kube):
-    """The real adapter, counting the operator's reads and status writes of the rollout."""
-
-    gets = 0
-    writes = 0
-
-    def get_rollout(self, namespace: str, name: str) -> RolloutObject | None:
-        self.gets += 1
-        return super().get_rollout(namespace, name)
-
-    def write_status(self, rollout: RolloutObject, status: ModelRolloutStatus) -> RolloutObject:
-        self.writes += 1
-        return super().write_status(rollout, status)
-
-
-@dataclass
-class Clock:
-    now: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def production_cadence(spec: dict[str, Any]) -> None:
