@@ -182,9 +182,8 @@ class Controller:
         stages = _measured_stages(plan)
         if stages:
             prometheus = prometheus_for(spec, self._token(namespace, spec))
-            for stage, want_gates, want_triggers in stages:
-                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now,
-                                                                   status.stage_started_at)
+            for stage, want_gates, want_triggers, since in stages:
+                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now, since)
                 gates += measured_gates if want_gates else []
                 triggers += measured_triggers if want_triggers else []
         if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):
@@ -280,15 +279,16 @@ class Controller:
         self.metrics.set_phases(self._phases)
 
 
-def _measured_stages(plan: MeasurementPlan) -> list[tuple[Stage, bool, bool]]:
-    """(stage, use its gates, use its triggers), measuring one stage once when both come from it."""
-    if plan.gates is not None and plan.triggers is not None and plan.gates.name == plan.triggers.name:
-        return [(plan.gates, True, True)]
+def _measured_stages(plan: MeasurementPlan) -> list[tuple[Stage, bool, bool, datetime | None]]:
+    """(stage, use its gates, use its triggers, since when), measuring one stage once when both come from it."""
+    if (plan.gates is not None and plan.triggers is not None and plan.gates.name == plan.triggers.name
+            and plan.gates_since == plan.triggers_since):
+        return [(plan.gates, True, True, plan.gates_since)]
     stages = []
     if plan.gates is not None:
-        stages.append((plan.gates.model_copy(update={"rollback_triggers": []}), True, False))
+        stages.append((plan.gates.model_copy(update={"rollback_triggers": []}), True, False, plan.gates_since))
     if plan.triggers is not None:
-        stages.append((plan.triggers.model_copy(update={"gates": []}), False, True))
+        stages.append((plan.triggers.model_copy(update={"gates": []}), False, True, plan.triggers_since))
     return stages
 
 

@@ -91,6 +91,8 @@ class MeasurementPlan:
     gates: Stage | None
     triggers: Stage | None
     versions: bool  # read MLflow model versions (needed before levers move)
+    gates_since: datetime | None = None  # the current stage's start: gate windows are cut to it
+    triggers_since: datetime | None = None  # the live stage's start: trigger windows and sequential tests begin there
 
 
 def revision_of(spec: ModelRolloutSpec) -> str:
@@ -118,7 +120,8 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     """
     if refused:
         running = status.phase not in TERMINAL_PHASES and status.phase != "RollingBack"
-        return MeasurementPlan(gates=None, triggers=_live_stage(spec, status) if running else None, versions=False)
+        return MeasurementPlan(gates=None, triggers=_live_stage(spec, status) if running else None, versions=False,
+                               triggers_since=_live_since(status))
     if not status.revision:  # a new rollout begins its first stage this cycle
         first = spec.stages[0]
         return MeasurementPlan(gates=None, triggers=None,
@@ -128,7 +131,13 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     stage = _stage(spec, status)
     live = _live_stage(spec, status)
     gates = stage if status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
-    return MeasurementPlan(gates=gates, triggers=live, versions=_lever_stage_may_begin(spec, status, stage, now))
+    return MeasurementPlan(gates=gates, triggers=live, versions=_lever_stage_may_begin(spec, status, stage, now),
+                           gates_since=status.stage_started_at, triggers_since=_live_since(status))
+
+
+def _live_since(status: ModelRolloutStatus) -> datetime | None:
+    """When the live stage began (a status written before `liveSince` existed: the current stage's start)."""
+    return status.live_since or status.stage_started_at
 
 
 def _lever_stage_may_begin(spec: ModelRolloutSpec, status: ModelRolloutStatus, stage: Stage | None,
@@ -554,6 +563,8 @@ class _Engine:
             self.status.symbols_on_candidate = sorted(set(self.status.symbols_on_candidate) | set(symbols))
         elif stage.type == "full":
             self.plan_promotion(stage)
+        if stage.type != "shadow":
+            self.status.live_since = self.now
         self.set_phase("Watching" if stage.type == "full" else "Progressing", f"{why}; stage {stage.name} started",
                        event_reason="StageStarted")
 
@@ -825,7 +836,8 @@ def _live_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | N
     if not levers_touched(status):
         return None
     stage = _stage(spec, status)
-    if status.phase == "AwaitingApproval" or stage is None or stage.type == "shadow":
+    not_begun = status.phase == "AwaitingApproval" or status.stage_started_at is None
+    if not_begun or stage is None or stage.type == "shadow":  # the last lever stage that began guards
         started = [s for s in spec.stages[: status.stage_index] if s.type != "shadow"]
         return started[-1] if started else None
     return stage

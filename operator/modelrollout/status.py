@@ -169,6 +169,9 @@ class ModelRolloutStatus(StatusModel):
     stage: str = ""
     stage_index: int = 0
     stage_started_at: datetime | None = None
+    live_since: datetime | None = Field(
+        default=None, description="When the stage whose rollback triggers guard what is live began; its trigger "
+                                  "windows and sequential tests read from then.")
     awaiting_since: datetime | None = None
     symbols_on_candidate: list[str] = Field(default_factory=list)
     live: str = Field(default="0/0", description="Symbols live on the candidate, e.g. 1/5.")

@@ -216,6 +216,22 @@ def test_plan_measurements_asks_only_for_what_the_engine_uses() -> None:
     assert plan_measurements(SPEC, driver.status) == plan_measurements(SPEC, ModelRolloutStatus())
 
 
+def test_a_lever_stage_that_cannot_begin_leaves_the_live_stage_guarded_since_it_began() -> None:
+    """A second canary stage (no approval) cannot begin while MLflow is down (its versions cannot be
+    read): the first canary is still live, so its triggers still guard it, over its own trades."""
+    spec = SPEC.model_copy(update={"stages": [SPEC.stages[0], SPEC.stages[1], SPEC.stages[1].model_copy(
+        update={"name": "canary-2"}), SPEC.stages[2]]})
+    driver = Driver(spec)
+    driver.to_canary()
+    canary_started = driver.status.stage_started_at
+    driver.mlflow_up = False
+    driver.run_until(lambda s: s.stage == "canary-2")
+    assert (driver.status.phase, driver.status.stage_started_at) == ("Degraded", None)
+    plan = plan_measurements(spec, driver.status)
+    assert (plan.triggers.name, plan.triggers_since) == ("canary", canary_started)  # type: ignore[union-attr]
+    assert driver.step(trigger="Fail").status.phase == "RollingBack"
+
+
 # --- rollback ---------------------------------------------------------------------------------
 
 def expected_revert(driver: Driver, order: list[str]) -> list[tuple[str, str, Any]]:
