@@ -25,8 +25,9 @@ from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
 from modelrollout.observation import Observation, Request, SweepEvidence
+from modelrollout.replay import replay_plan
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
-from modelrollout.status import Action, Measurement, ModelRolloutStatus
+from modelrollout.status import Action, Measurement, ModelRolloutStatus, ReplayFinding
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +181,14 @@ class Controller:
         gates: list[Measurement] = []
         triggers: list[Measurement] = []
         stages = _measured_stages(plan)
-        if stages:
+        replay: tuple[ReplayFinding, ...] | None = None
+        if stages or plan.replay:
             prometheus = prometheus_for(spec, self._token(namespace, spec))
+        if plan.replay:
+            settings = spec.analysis.replay
+            replay = tuple(replay_plan(spec, prometheus.query_range, now, parse_duration(settings.since),
+                                       parse_duration(settings.every), parse_duration(settings.step)))
+        if stages:
             for stage, want_gates, want_triggers, since in stages:
                 measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now, since)
                 gates += measured_gates if want_gates else []
@@ -198,7 +205,7 @@ class Controller:
             except MlflowUnavailable as error:
                 versions_error = error_text(error, with_type=False)
         return Observation(gates=tuple(gates), triggers=tuple(triggers), versions=versions,
-                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence))
+                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence), replay=replay)
 
     def _token(self, namespace: str, spec: ModelRolloutSpec) -> str | None:
         """The Prometheus bearer token from the Secret the spec names, in the rollout's namespace."""
