@@ -26,8 +26,9 @@ from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests, rol
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
 from modelrollout.observation import Observation, Request, SweepEvidence
+from modelrollout.replay import replay_plan
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
-from modelrollout.status import Action, Measurement, ModelRolloutStatus
+from modelrollout.status import Action, Measurement, ModelRolloutStatus, ReplayFinding
 
 log = logging.getLogger(__name__)
 
@@ -206,13 +207,17 @@ class Controller:
         gates: list[Measurement] | None = None if plan.gates is None else []
         triggers: list[Measurement] | None = None if plan.triggers is None else []
         stages = _measured_stages(plan)
-        if stages:
+        replay: tuple[ReplayFinding, ...] | None = None
+        if stages or plan.replay:
             prometheus = prometheus_for(spec, self._token(namespace, spec))
-            for stage, want_gates, want_triggers in stages:
-                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now,
-                                                                   status.stage_started_at)
-                gates = gates + measured_gates if want_gates and gates is not None else gates
-                triggers = triggers + measured_triggers if want_triggers and triggers is not None else triggers
+        if plan.replay:
+            settings = spec.analysis.replay
+            replay = tuple(replay_plan(spec, prometheus.query_range, now, parse_duration(settings.since),
+                                       parse_duration(settings.every), parse_duration(settings.step)))
+        for stage, want_gates, want_triggers, since in stages:
+            measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now, since)
+            gates = gates + measured_gates if want_gates and gates is not None else gates
+            triggers = triggers + measured_triggers if want_triggers and triggers is not None else triggers
         if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):
             for stage in spec.stages:
                 for gate in stage.gates:
@@ -226,7 +231,7 @@ class Controller:
                 versions_error = error_text(error, with_type=False)
         return Observation(gates=None if gates is None else tuple(gates),
                            triggers=None if triggers is None else tuple(triggers), versions=versions,
-                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence))
+                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence), replay=replay)
 
     def _token(self, namespace: str, spec: ModelRolloutSpec) -> str | None:
         """The Prometheus bearer token from the Secret the spec names, in the rollout's namespace."""
@@ -311,15 +316,16 @@ class Controller:
         self.metrics.set_phases(self._phases)
 
 
-def _measured_stages(plan: MeasurementPlan) -> list[tuple[Stage, bool, bool]]:
-    """(stage, use its gates, use its triggers), measuring one stage once when both come from it."""
-    if plan.gates is not None and plan.triggers is not None and plan.gates.name == plan.triggers.name:
-        return [(plan.gates, True, True)]
+def _measured_stages(plan: MeasurementPlan) -> list[tuple[Stage, bool, bool, datetime | None]]:
+    """(stage, use its gates, use its triggers, since when), measuring one stage once when both come from it."""
+    if (plan.gates is not None and plan.triggers is not None and plan.gates.name == plan.triggers.name
+            and plan.gates_since == plan.triggers_since):
+        return [(plan.gates, True, True, plan.gates_since)]
     stages = []
     if plan.gates is not None:
-        stages.append((plan.gates.model_copy(update={"rollback_triggers": []}), True, False))
+        stages.append((plan.gates.model_copy(update={"rollback_triggers": []}), True, False, plan.gates_since))
     if plan.triggers is not None:
-        stages.append((plan.triggers.model_copy(update={"gates": []}), False, True))
+        stages.append((plan.triggers.model_copy(update={"gates": []}), False, True, plan.triggers_since))
     return stages
 
 

@@ -37,7 +37,8 @@ def body(last_evaluated: timedelta | None = timedelta(seconds=3), interval: str 
     status: dict[str, Any] = {"observedGeneration": observed, "handledRequests": ["promote/r-1"], "actions": actions or [],
                               "revision": "r1", "phase": "Progressing", "stage": "shadow", "stageIndex": 0}
     if live:
-        status |= {"stage": "canary", "stageIndex": 1, "symbolsOnCandidate": ["BTCUSDC"]}
+        status |= {"stage": "canary", "stageIndex": 1, "symbolsOnCandidate": ["BTCUSDC"],
+                   "stageStartedAt": iso(NOW - timedelta(minutes=5))}
     if last_evaluated is not None:
         status["lastEvaluatedAt"] = iso(NOW - last_evaluated)
     if triggers_checked is not None:
