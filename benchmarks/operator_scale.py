@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import kubernetes
+from kubernetes.client.exceptions import ApiException
 
 from devstack.bench import emit
 from devstack.operator import start_operator
@@ -228,7 +229,11 @@ def main() -> None:
                 apply_manifests(stack, manifests[chunk:chunk + APPLY_CHUNK])
 
             def all_in_canary() -> bool:
-                items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+                try:
+                    items = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]
+                except ApiException as error:  # a loaded apiserver may time a LIST of many rollouts out
+                    log(f"listing the rollouts failed ({error.status} {error.reason}); asking again")
+                    return False
                 done = sum(canary_flag_done(item) for item in items)
                 log(f"{done}/{ROLLOUTS} rollouts have switched their canary symbol")
                 return done == ROLLOUTS
