@@ -262,10 +262,11 @@ def main() -> None:
                     log(f"listing the rollouts failed ({error.status} {error.reason}); asking again")
                     return False
                 done = sum(canary_flag_done(item) for item in items)
-                log(f"{done}/{ROLLOUTS} rollouts have switched their canary symbol")
+                log(f"{done}/{ROLLOUTS} rollouts have switched their canary symbol; operator RSS {rss_mb(pid):.0f} MB, "
+                    f"load average {os.getloadavg()[0]:.1f}")
                 return done == ROLLOUTS
 
-            wait_until(all_in_canary, "every rollout at its canary", timeout=1200, poll=5)
+            wait_until(all_in_canary, "every rollout at its canary", timeout=max(1200, 3 * ROLLOUTS), poll=5)
             log(f"all at canary after {time.monotonic() - started:.0f}s; warming up for one interval")
             time.sleep(INTERVAL_S)
 
