@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,21 @@ from devstack.registry import log_sweep
 from devstack.scenario import SWEEP_EXPERIMENT, SYMBOLS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+LOG_TAIL_LINES = 30
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    """A failed test shows the tails of the server logs in its own tmp_path: a server that died
+    mid-test (MLflow, Prometheus, an exporter) says why in the report, not only on this machine."""
+    outcome = yield
+    report = outcome.get_result()
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if not report.failed or not isinstance(tmp_path, Path):
+        return
+    for log in sorted(tmp_path.rglob("*.log")):
+        lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        report.sections.append((f"log {log.relative_to(tmp_path)}", "\n".join(lines)))
 
 
 @pytest.fixture(scope="session")

@@ -19,11 +19,13 @@ live server's config directory every second, with the kubelet's `..data` symlink
 Each desk has its own Prometheus because the outcome series carry only symbol and variant labels,
 as in production where each desk's rollout reads its own Prometheus.
 
-Time is compressed: the market's one-minute bars play at 150 a second, so the plan's 48 h trigger
-window is about 20 s of demo. The live desks' gates and triggers read the journal exporter's
-counters (per-trade statistics over exactly the window, the same interval for both variants) and the
-triggers judge a stage only after 20 s (about 50 h of bars): on this market the baseline itself
-loses money over many stretches of a few hours, and those stretches are not what a trigger is for.
+Time is compressed: the market's one-minute bars play at 150 a second, so 6 h of market (a batch-means
+block) is about 2.4 s of demo. The live desks run the production plan's outcome rules, sequential
+and in the counter form: the gate "expectancy not worse than the baseline by more than 5 USDC per
+trade" and the trigger "expectancy worse than the baseline", both anytime-valid confidence sequences
+over the journal exporter's counters since the stage started (docs/decisions.md). They need no
+initialDelay and no minimum window: the baseline's own losing stretches, which the candidate shares,
+are not read as the candidate's fault, and looking every 2 s does not raise the false alarm rate.
 
     python -m devstack.demo [--quick] [--output demo-output]    (DEMO_QUICK=1 also means --quick)
 """
@@ -74,7 +76,7 @@ from devstack.scenario import (
 from devstack.simulator import DeskConfig, Replay, TradingDesk, market
 from devstack.timeline import RolloutRecord, draw, verdicts_by_name
 from modelrollout.cli import VERDICT_MARK
-from modelrollout.outcome_queries import per_trade_queries
+from modelrollout.outcome_queries import per_trade_queries, sequential_sums
 from modelrollout.prometheus_provider import PrometheusProvider
 from modelrollout.status import TERMINAL_PHASES
 
@@ -86,7 +88,11 @@ BARS_PER_SECOND = 150.0  # one-minute bars: 48 h of market in about 20 s
 STAGE_SECONDS = 30  # canary minDuration and full watchDuration on the live desks
 # Gate windows leave out the stage's first seconds, while the ConfigMap reaches the live server.
 GATE_WINDOW = f"{STAGE_SECONDS - 5}s"
-LIVE_TRIGGER = {"window": "30s", "minSamples": 15, "initialDelay": "20s"}
+# The production plan's sequential test in demo units. Measured on this market (BTCUSDC): about 7 trades a
+# second per variant, net PnL per trade on a 1000 USDC notional with a spread of about 9 USDC; 6 h of bars
+# is 2.4 s, so a 30 s stage holds about 200 trades per variant and 10 blocks of 3 s.
+SEQUENTIAL = {"against": "baseline", "alpha": 0.05, "plannedTrades": 200, "block": "3s", "minTrades": 20}
+NO_HARM_MARGIN = 5.0  # USDC per trade: about half the per-trade spread
 
 
 BIN = Path(sys.executable).parent
@@ -246,27 +252,34 @@ def demo_changes(plan: DeskPlan, spec: dict[str, Any], changes: list[str]) -> No
         spec["change"]["candidate"] = plan.candidate
         changes.append(f"candidate {plan.candidate} (half the logistic loss: a no-harm change)")
     per_trade, candidate = per_trade_queries("{variant}"), per_trade_queries("candidate")
+    sequential = sequential_sums("{variant}") | SEQUENTIAL
     for stage in spec["stages"]:
-        for trigger in stage["rollbackTriggers"]:
-            trigger.update(LIVE_TRIGGER, query=candidate["expectancy"], countQuery=candidate["count"])
+        stage["rollbackTriggers"] = [{"name": "expectancy-worse-than-baseline", "kind": "sequential",
+                                      "sequential": sequential | {"margin": 0}}]
         for gate in stage["gates"]:
             if "window" in gate:
                 gate["window"] = GATE_WINDOW
-            if gate["name"] in ("expectancy-vs-baseline", "sortino-vs-baseline"):
-                statistic = gate["name"].split("-")[0]
-                gate["comparison"]["query"] = per_trade[statistic]
-                if "stddevQuery" in gate["comparison"]:
-                    gate["comparison"].update(stddevQuery=per_trade["stddev"], countQuery=per_trade["count"])
+            if gate["name"] == "expectancy-vs-baseline":
+                gate.clear()
+                gate.update(name="expectancy-not-worse", kind="sequential",
+                            sequential=sequential | {"margin": NO_HARM_MARGIN})
+            elif gate["name"] == "sortino-vs-baseline":
+                gate["comparison"]["query"] = per_trade["sortino"]
             elif gate["name"] == "trades":
                 gate["sampleSize"]["query"] = candidate["count"]
-    changes.append("outcome gates and triggers read the recorded exporter counters (modelrollout.outcome_queries: "
-                   "per trade over exactly the window)")
-    changes.append(f"gate windows {GATE_WINDOW}; rollback trigger over {LIVE_TRIGGER['window']} once "
-                   f"{LIVE_TRIGGER['minSamples']} trades, judged after {LIVE_TRIGGER['initialDelay']} in a stage")
+    changes.append("the production plan's sequential rules on the recorded exporter counters "
+                   "(modelrollout.outcome_queries): gate expectancy-not-worse "
+                   f"(margin {NO_HARM_MARGIN:g} USDC per trade), trigger expectancy-worse-than-baseline")
+    changes.append(f"other gate windows {GATE_WINDOW}")
     canary, full = spec["stages"][0], spec["stages"][1]
     canary["minDuration"] = "60s" if plan.ending == "fault" else f"{STAGE_SECONDS}s"  # fault: room to land mid-canary
     full["watchDuration"] = f"{STAGE_SECONDS}s"
-    changes.append(f"canary minDuration {canary['minDuration']}, full watchDuration {full['watchDuration']}")
+    # An undecided sequence waits for more trades, then goes to a human. Measured on a loaded machine, the
+    # slowest symbol (ETHUSDC, about 5 trades a second) needed about 150 s of the full stage to show no harm.
+    for stage in (canary, full):
+        stage["maxDuration"] = f"{6 * STAGE_SECONDS}s"
+    changes.append(f"canary minDuration {canary['minDuration']}, full watchDuration {full['watchDuration']}, "
+                   f"maxDuration {canary['maxDuration']}")
 
 
 def progress_line(desk: Desk, status: dict[str, Any], applied_at: float) -> str:

@@ -38,5 +38,7 @@ def start_mlflow(workdir: Path, port: int | None = None) -> MlflowServer:
         env={"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     ).start()
     url = f"http://127.0.0.1:{port}"
-    server.wait_ready(lambda: http_ok(f"{url}/health"), timeout=120)
+    # /health answers before the tracking store is open; an API read proves the store serves too.
+    server.wait_ready(lambda: http_ok(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"),
+                      timeout=120)
     return MlflowServer(url=url, server=server)

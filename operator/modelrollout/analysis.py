@@ -44,7 +44,8 @@ def measure_stage(
 ) -> tuple[list[Measurement], list[Measurement]]:
     """(gate measurements, trigger measurements) for the stage's symbols, one per symbol each.
 
-    `stage_started_at` (of the rollout's current stage) cuts gate and trigger windows to the stage
+    `stage_started_at` (of the stage measured: the current one for gates, the live one for triggers) cuts
+    gate and trigger windows to the stage
     and holds triggers within their `initialDelay`; None leaves both as written (sequential tests,
     which read the whole stage, are then Errors).
     """

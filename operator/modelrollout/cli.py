@@ -26,13 +26,12 @@ from kubernetes.client.exceptions import ApiException
 from urllib3 import HTTPHeaderDict
 
 from modelrollout.crd import GROUP, PLURAL, VERSION
-from modelrollout.engine import stage_duration
 from modelrollout.gates import human_duration
 from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, format_request
 from modelrollout.observation import Request
 from modelrollout.prometheus_provider import PrometheusProvider
-from modelrollout.replay import replay_stage
-from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, parse_duration
+from modelrollout.replay import describe, replay_plan
+from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, parse_duration, stage_duration
 from modelrollout.status import TERMINAL_PHASES, Evidence, ModelRolloutStatus
 
 VERDICT_MARK = {"Pass": "✔", "Fail": "✖", "Inconclusive": "?", "Error": "!"}
@@ -152,6 +151,10 @@ def render(obj: dict[str, Any]) -> str:
         r = status.rollback
         lines.append(f"Rollback:  {r.reason} (stage {r.stage}, started {r.started_at:%H:%M:%S}"
                      + (f", completed {r.completed_at:%H:%M:%S})" if r.completed_at else ", in progress)"))
+    replayed = next((c for c in status.conditions if c.type == "BaselineReplay"), None)
+    if replayed is not None:
+        mark = {"True": "✔", "False": "⚠", "Unknown": "?"}[replayed.status]
+        lines.append(f"Replay:    {mark} {replayed.reason}: {replayed.message}")
     lines += ["", "Stages:"]
     for index, stage in enumerate(spec.get("stages", [])):
         mark = "▶" if index == status.stage_index and status.stage == stage["name"] else (
@@ -219,26 +222,17 @@ def _evidence(evidence: Evidence) -> str:
 
 def replay_report(spec: ModelRolloutSpec, prometheus: PrometheusProvider, since: str, every: str, step: str,
                   now: datetime) -> str:
-    """Every live stage's rules replayed over the baseline's history (`modelrollout.replay`)."""
-    start = now - parse_duration(since)
+    """Every lever stage's rules replayed over the baseline's history (`modelrollout.replay`)."""
+    findings = replay_plan(spec, prometheus.query_range, now, parse_duration(since), parse_duration(every),
+                           parse_duration(step))
     lines = []
     for stage in spec.stages:
         if stage.type == "shadow":
             continue
         length = stage_duration(stage)
-        findings = replay_stage(stage, spec.stage_symbols(stage), prometheus.query_range, start, now, length,
-                                parse_duration(every), parse_duration(step))
         lines.append(f"stage {stage.name}: {human_duration(length.total_seconds())} windows starting every {every} "
                      f"over the last {since}, looked at every {step}, the baseline standing in for the candidate:")
-        for f in findings:
-            verb = "rolled back" if any(t.name == f.rule for t in stage.rollback_triggers) else "failed"
-            if f.note and (f.note.startswith("not replayed") or f.note.startswith("error")):
-                lines.append(f"  {f.rule} {f.symbol}: {f.note}")
-            elif not f.windows:
-                lines.append(f"  {f.rule} {f.symbol}: history shorter than one window")
-            else:
-                lines.append(f"  {f.rule} would have {verb} the baseline {f.symbol} in {f.share:.0%} of {f.windows} "
-                             f"windows" + (f" ({f.note})" if f.note else ""))
+        lines += [f"  {describe(f, length)}" for f in findings if f.stage == stage.name]
     return "\n".join(lines)
 
 

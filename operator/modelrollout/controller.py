@@ -28,8 +28,9 @@ from modelrollout.metrics import OperatorMetrics
 from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
 from modelrollout.observation import Observation, Request, SweepEvidence
 from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries, query_key
+from modelrollout.replay import replay_plan
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
-from modelrollout.status import Action, Measurement, ModelRolloutStatus
+from modelrollout.status import Action, Measurement, ModelRolloutStatus, ReplayFinding
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +191,16 @@ class Controller:
         gates: list[Measurement] = []
         triggers: list[Measurement] = []
         stages = _measured_stages(plan)
-        if stages:
+        replay: tuple[ReplayFinding, ...] | None = None
+        if stages or plan.replay:
             prometheus = self.prometheus(spec, self._token(namespace, spec))
-            for stage, want_gates, want_triggers in stages:
-                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now,
-                                                                   status.stage_started_at)
+        if plan.replay:
+            settings = spec.analysis.replay
+            replay = tuple(replay_plan(spec, prometheus.query_range, now, parse_duration(settings.since),
+                                       parse_duration(settings.every), parse_duration(settings.step)))
+        if stages:
+            for stage, want_gates, want_triggers, since in stages:
+                measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now, since)
                 gates += measured_gates if want_gates else []
                 triggers += measured_triggers if want_triggers else []
         if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):
@@ -209,7 +215,7 @@ class Controller:
             except MlflowUnavailable as error:
                 versions_error = error_text(error, with_type=False)
         return Observation(gates=tuple(gates), triggers=tuple(triggers), versions=versions,
-                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence))
+                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence), replay=replay)
 
     def prometheus(self, spec: ModelRolloutSpec, token: str | None) -> PrometheusProvider:
         """One provider (and HTTP connection pool) per Prometheus, timeout and token, kept across cycles
@@ -303,15 +309,16 @@ class Controller:
         self.metrics.set_phases(self._phases)
 
 
-def _measured_stages(plan: MeasurementPlan) -> list[tuple[Stage, bool, bool]]:
-    """(stage, use its gates, use its triggers), measuring one stage once when both come from it."""
-    if plan.gates is not None and plan.triggers is not None and plan.gates.name == plan.triggers.name:
-        return [(plan.gates, True, True)]
+def _measured_stages(plan: MeasurementPlan) -> list[tuple[Stage, bool, bool, datetime | None]]:
+    """(stage, use its gates, use its triggers, since when), measuring one stage once when both come from it."""
+    if (plan.gates is not None and plan.triggers is not None and plan.gates.name == plan.triggers.name
+            and plan.gates_since == plan.triggers_since):
+        return [(plan.gates, True, True, plan.gates_since)]
     stages = []
     if plan.gates is not None:
-        stages.append((plan.gates.model_copy(update={"rollback_triggers": []}), True, False))
+        stages.append((plan.gates.model_copy(update={"rollback_triggers": []}), True, False, plan.gates_since))
     if plan.triggers is not None:
-        stages.append((plan.triggers.model_copy(update={"gates": []}), False, True))
+        stages.append((plan.triggers.model_copy(update={"gates": []}), False, True, plan.triggers_since))
     return stages
 
 

@@ -43,12 +43,14 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from modelrollout.observation import Observation, Request
-from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, Stage, parse_duration
+from modelrollout.replay import alarming, describe
+from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, Stage, parse_duration, stage_duration
 from modelrollout.status import (
     TERMINAL_PHASES,
     Action,
     ActionType,
     ApprovalRecord,
+    BaselineReplay,
     Condition,
     Counters,
     HistoryEntry,
@@ -91,6 +93,9 @@ class MeasurementPlan:
     gates: Stage | None
     triggers: Stage | None
     versions: bool  # read MLflow model versions (needed before levers move)
+    gates_since: datetime | None = None  # the current stage's start: gate windows are cut to it
+    triggers_since: datetime | None = None  # the live stage's start: trigger windows and sequential tests begin there
+    replay: bool = False  # replay the plan over the baseline's history (once per revision)
 
 
 def revision_of(spec: ModelRolloutSpec) -> str:
@@ -118,17 +123,26 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     """
     if refused:
         running = status.phase not in TERMINAL_PHASES and status.phase != "RollingBack"
-        return MeasurementPlan(gates=None, triggers=_live_stage(spec, status) if running else None, versions=False)
+        return MeasurementPlan(gates=None, triggers=_live_stage(spec, status) if running else None, versions=False,
+                               triggers_since=_live_since(status))
+    replay = spec.analysis.replay.enabled and (
+        status.baseline_replay is None or status.baseline_replay.revision != revision_of(spec))
     if not status.revision:  # a new rollout begins its first stage this cycle
         first = spec.stages[0]
         return MeasurementPlan(gates=None, triggers=None,
-                               versions=first.type != "shadow" and not first.approval.required)
+                               versions=first.type != "shadow" and not first.approval.required, replay=replay)
     if status.phase in TERMINAL_PHASES or status.phase == "RollingBack":
         return MeasurementPlan(gates=None, triggers=None, versions=False)
     stage = _stage(spec, status)
     live = _live_stage(spec, status)
     gates = stage if status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
-    return MeasurementPlan(gates=gates, triggers=live, versions=_lever_stage_may_begin(spec, status, stage, now))
+    return MeasurementPlan(gates=gates, triggers=live, versions=_lever_stage_may_begin(spec, status, stage, now),
+                           gates_since=status.stage_started_at, triggers_since=_live_since(status), replay=replay)
+
+
+def _live_since(status: ModelRolloutStatus) -> datetime | None:
+    """When the live stage began (a status written before `liveSince` existed: the current stage's start)."""
+    return status.live_since or status.stage_started_at
 
 
 def _lever_stage_may_begin(spec: ModelRolloutSpec, status: ModelRolloutStatus, stage: Stage | None,
@@ -143,14 +157,6 @@ def _lever_stage_may_begin(spec: ModelRolloutSpec, status: ModelRolloutStatus, s
     if not following or following[0].type == "shadow" or following[0].approval.required:
         return False
     return now is None or now - status.stage_started_at >= stage_duration(stage)
-
-
-def stage_duration(stage: Stage) -> timedelta:
-    """How long a stage runs before its gates are decisive: its minimum, or its watch if longer."""
-    needed = parse_duration(stage.min_duration)
-    if stage.watch_duration:
-        needed = max(needed, parse_duration(stage.watch_duration))
-    return needed
 
 
 def decide(
@@ -310,6 +316,7 @@ class _Engine:
             return
         self.accept_spec()
         revision = revision_of(self.spec)
+        self.record_replay(revision)
         if not self.status.revision:
             self.status.revision = revision
             self.enter_stage(0, "rollout started")
@@ -358,6 +365,34 @@ class _Engine:
             self.begin_stage(self.status.stage_index, "retrying the start")
             return
         self.evaluate_gates()
+
+    def record_replay(self, revision: str) -> None:
+        """Advisory, never a hold: the plan's rules replayed over the baseline's own history, as a condition
+        and (when a rule would have fired on the baseline too often) a Warning the owner sees at the start.
+        Done once per revision; a history that could not be read is said so, not retried."""
+        replay, settings = self.observation.replay, self.spec.analysis.replay
+        if replay is None:
+            return
+        errors = [f.note for f in replay if f.note.startswith("error")]
+        self.status.baseline_replay = BaselineReplay(revision=revision, at=self.now, since=settings.since,
+                                                     findings=list(replay), error=errors[0] if errors else "")
+        if errors and len(errors) == len(replay):
+            self.set_condition("BaselineReplay", "Unknown", "HistoryUnavailable",
+                               f"the baseline's history could not be read ({errors[0]}); run kubectl modelrollout "
+                               f"replay when it can")
+            return
+        lengths = {s.name: stage_duration(s) for s in self.spec.stages}
+        loud = alarming(replay, settings.warn_above)
+        if not loud:
+            self.set_condition("BaselineReplay", "True", "QuietOnBaseline",
+                               f"no rule would have fired against the baseline in more than {settings.warn_above:.0%} "
+                               f"of the windows of the last {settings.since}")
+            return
+        message = "; ".join(describe(f, lengths[f.stage]) for f in loud[:3]) + (
+            f" (and {len(loud) - 3} more)" if len(loud) > 3 else "")
+        self.set_condition("BaselineReplay", "False", "WouldFireOnBaseline", message)
+        self.events.append(Event("Warning", "BaselineReplay",
+                                 f"replayed on the baseline's last {settings.since}: {message}"))
 
     def check_triggers(self) -> None:
         """Rule 2: a breached rollback trigger rolls back at once."""
@@ -554,6 +589,8 @@ class _Engine:
             self.status.symbols_on_candidate = sorted(set(self.status.symbols_on_candidate) | set(symbols))
         elif stage.type == "full":
             self.plan_promotion(stage)
+        if stage.type != "shadow":
+            self.status.live_since = self.now
         self.set_phase("Watching" if stage.type == "full" else "Progressing", f"{why}; stage {stage.name} started",
                        event_reason="StageStarted")
 
@@ -825,7 +862,8 @@ def _live_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | N
     if not levers_touched(status):
         return None
     stage = _stage(spec, status)
-    if status.phase == "AwaitingApproval" or stage is None or stage.type == "shadow":
+    not_begun = status.phase == "AwaitingApproval" or status.stage_started_at is None
+    if not_begun or stage is None or stage.type == "shadow":  # the last lever stage that began guards
         started = [s for s in spec.stages[: status.stage_index] if s.type != "shadow"]
         return started[-1] if started else None
     return stage

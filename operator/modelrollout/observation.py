@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from modelrollout.status import Measurement, ModelVersions
+from modelrollout.status import Measurement, ModelVersions, ReplayFinding
 
 Variant = Literal["baseline", "candidate"]
 RequestKind = Literal["promote", "abort", "retry"]
@@ -88,5 +88,6 @@ class Observation:
     versions: ModelVersions | None = None  # None: MLflow could not be read this cycle
     versions_error: str | None = None
     sweep_fingerprint: str | None = None  # identifies the sweep evidence judged (run ids), when read
+    replay: tuple[ReplayFinding, ...] | None = None  # the plan replayed over the baseline's history, when asked
     # Why this cycle's human requests cannot be trusted (the apiserver accepted a forged one), "" when it refused it
     requests_unverified: str = ""

@@ -14,7 +14,7 @@ sample: the gates call that no data, never a verdict.
 
 from __future__ import annotations
 
-__all__ = ["COUNTERS", "STANDARD_WINDOWS", "per_trade_queries", "recorded_counter"]
+__all__ = ["COUNTERS", "STANDARD_WINDOWS", "per_trade_queries", "recorded_counter", "sequential_sums"]
 
 COUNTERS = ("trades_closed_total", "trade_pnl_net_profit_total", "trade_pnl_net_loss_total",
             "trade_pnl_net_squared_total", "trade_pnl_net_loss_squared_total")
@@ -40,11 +40,19 @@ def per_trade_queries(variant: str = "{variant}") -> dict[str, str]:
 
     `variant` is `{variant}` for a comparison gate (rendered once per variant), else e.g. `candidate`.
     """
-    trades = f'({_growth("trades_closed_total", variant)} > 0)'
-    pnl = f'({_growth("trade_pnl_net_profit_total", variant)} - {_growth("trade_pnl_net_loss_total", variant)})'
-    squared, loss_squared = (_growth(c, variant) for c in ("trade_pnl_net_squared_total",
-                                                            "trade_pnl_net_loss_squared_total"))
+    sums = sequential_sums(variant)
+    trades, pnl, squared = sums["countQuery"], sums["sumQuery"], sums["sumSquaresQuery"]
+    loss_squared = _growth("trade_pnl_net_loss_squared_total", variant)
     return {"count": trades,
             "expectancy": f"{pnl} / {trades}",
             "stddev": f"sqrt(clamp_min(({squared} - {pnl} ^ 2 / {trades}) / (({trades} - 1) > 0), 0))",
             "sortino": f"{pnl} / {trades} / sqrt({loss_squared} / {trades})"}
+
+
+def sequential_sums(variant: str = "{variant}") -> dict[str, str]:
+    """A sequential test's three queries (its `countQuery`, `sumQuery`, `sumSquaresQuery`): trades, net PnL
+    and its squares, as counter growth over `{window}`, which the operator sets to the time since the stage
+    started and to each batch-means block."""
+    pnl = f'({_growth("trade_pnl_net_profit_total", variant)} - {_growth("trade_pnl_net_loss_total", variant)})'
+    return {"countQuery": f'({_growth("trades_closed_total", variant)} > 0)', "sumQuery": pnl,
+            "sumSquaresQuery": _growth("trade_pnl_net_squared_total", variant)}

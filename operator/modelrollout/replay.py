@@ -17,15 +17,24 @@ are not replayed (the baseline against itself is no test).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import numpy as np
 
 from modelrollout.confidence_sequences import Moments, mean_interval, side
-from modelrollout.gates import render_query
+from modelrollout.gates import human_duration, render_query
 from modelrollout.observation import RangeResult
-from modelrollout.spec import Comparator, RollbackTrigger, SequentialTest, Stage, parse_duration
+from modelrollout.spec import (
+    Comparator,
+    ModelRolloutSpec,
+    RollbackTrigger,
+    SequentialTest,
+    Stage,
+    parse_duration,
+    stage_duration,
+)
+from modelrollout.status import ReplayFinding
 
 History = Callable[[str, datetime, datetime, float], RangeResult]
 
@@ -35,19 +44,30 @@ _ARRAY_COMPARATORS: dict[Comparator, Callable[..., object]] = {
     ">=": np.greater_equal, ">": np.greater, "<=": np.less_equal, "<": np.less,
 }
 
-@dataclass(frozen=True)
-class Finding:
-    """One rule's replay for one symbol: in how many of `windows` stage-long windows it fired."""
+Found = partial[ReplayFinding]  # a finding with its stage, rule, role and window count filled in
 
-    rule: str
-    symbol: str
-    windows: int
-    fired: int
-    note: str = ""
 
-    @property
-    def share(self) -> float:
-        return self.fired / self.windows if self.windows else float("nan")
+def share(finding: ReplayFinding) -> float:
+    """The share of windows in which the rule fired (NaN for no window)."""
+    return finding.fired / finding.windows if finding.windows else float("nan")
+
+
+def describe(finding: ReplayFinding, length: timedelta) -> str:
+    """One line for a person: what the rule would have done to the baseline, or why it was not replayed."""
+    if finding.note.startswith(("not replayed", "error")):
+        return f"{finding.rule} {finding.symbol}: {finding.note}"
+    if not finding.windows:
+        return f"{finding.rule} {finding.symbol}: history shorter than one window"
+    verb = "rolled back" if finding.role == "rollbackTrigger" else "failed"
+    return (f"{finding.rule} would have {verb} the baseline {finding.symbol} in {share(finding):.0%} of "
+            f"{finding.windows} {human_duration(length.total_seconds())} windows"
+            + (f" ({finding.note})" if finding.note else ""))
+
+
+def alarming(findings: Sequence[ReplayFinding], warn_above: float) -> list[ReplayFinding]:
+    """The findings whose rule fired against the baseline in more than `warn_above` of the windows, worst first."""
+    loud = [f for f in findings if f.windows and share(f) > warn_above]
+    return sorted(loud, key=share, reverse=True)
 
 
 def as_baseline(template: str) -> str:
@@ -63,21 +83,31 @@ def window_starts(start: datetime, end: datetime, length: timedelta, every: time
     return starts
 
 
+def replay_plan(spec: ModelRolloutSpec, history: History, now: datetime, since: timedelta, every: timedelta,
+                step: timedelta) -> list[ReplayFinding]:
+    """Every lever stage's replayable rules over the last `since` of the baseline's history."""
+    start = now - since
+    return [finding for stage in spec.stages if stage.type != "shadow"
+            for finding in replay_stage(stage, spec.stage_symbols(stage), history, start, now, stage_duration(stage),
+                                        every, step)]
+
+
 def replay_stage(stage: Stage, symbols: Sequence[str], history: History, start: datetime, end: datetime,
-                 length: timedelta, every: timedelta, step: timedelta) -> list[Finding]:
+                 length: timedelta, every: timedelta, step: timedelta) -> list[ReplayFinding]:
     """Every replayable rule of `stage` on each symbol's baseline history between `start` and `end`."""
     starts = window_starts(start, end, length, every)
-    findings: list[Finding] = []
+    findings: list[ReplayFinding] = []
     for trigger in stage.rollback_triggers:
+        found = partial(ReplayFinding, stage=stage.name, rule=trigger.name, role="rollbackTrigger",
+                        windows=len(starts))
         if trigger.sequential is not None:
-            findings += _sequential(trigger.name, trigger.sequential, True, symbols, history, start, end, starts,
-                                    length, step)
+            findings += _sequential(found, trigger.sequential, symbols, history, start, end, starts, length, step)
         else:
-            findings += _threshold(trigger, symbols, history, start, end, starts, length, step)
+            findings += _threshold(found, trigger, symbols, history, start, end, starts, length, step)
     for gate in stage.gates:
         if gate.sequential is not None:
-            findings += _sequential(gate.name, gate.sequential, False, symbols, history, start, end, starts, length,
-                                    step)
+            found = partial(ReplayFinding, stage=stage.name, rule=gate.name, role="gate", windows=len(starts))
+            findings += _sequential(found, gate.sequential, symbols, history, start, end, starts, length, step)
     return findings
 
 
@@ -90,11 +120,10 @@ def _grid(result: RangeResult, symbol: str, times: np.ndarray) -> np.ndarray:
     return values
 
 
-def _sequential(name: str, test: SequentialTest, as_trigger: bool, symbols: Sequence[str], history: History,
-                start: datetime, end: datetime, starts: list[datetime], length: timedelta,
-                step: timedelta) -> list[Finding]:
+def _sequential(found: Found, test: SequentialTest, symbols: Sequence[str], history: History, start: datetime,
+                end: datetime, starts: list[datetime], length: timedelta, step: timedelta) -> list[ReplayFinding]:
     if test.against == "baseline":
-        return [Finding(name, s, len(starts), 0, "not replayed: compares with the baseline itself") for s in symbols]
+        return [found(symbol=s, fired=0, note="not replayed: compares with the baseline itself") for s in symbols]
     step_s = step.total_seconds()
     window = f"{int(step_s)}s"
     results = {role: history(render_query(as_baseline(template), symbols=symbols, window=window, variant="baseline"),
@@ -103,10 +132,11 @@ def _sequential(name: str, test: SequentialTest, as_trigger: bool, symbols: Sequ
                                       ("squares", test.sum_squares_query))}
     errors = [r.error for r in results.values() if r.error]
     if errors:
-        return [Finding(name, s, len(starts), 0, f"error: {errors[0]}") for s in symbols]
+        return [found(symbol=s, fired=0, note=f"error: {errors[0]}") for s in symbols]
     times = np.arange(start.timestamp(), end.timestamp() + 1e-9, step_s)
     per_block = max(1, int(parse_duration(test.block).total_seconds() // step_s))
     findings = []
+    as_trigger = found.keywords["role"] == "rollbackTrigger"
     for symbol in symbols:
         count, total, squares = (np.nan_to_num(np.maximum(_grid(results[r], symbol, times), 0.0) if r == "count"
                                                else _grid(results[r], symbol, times)) for r in ("count", "sum", "squares"))
@@ -117,7 +147,7 @@ def _sequential(name: str, test: SequentialTest, as_trigger: bool, symbols: Sequ
             sides = _sides(test, count[first:last], total[first:last], squares[first:last], per_block)
             worse = sides == "worse"
             fired += bool(worse.any()) if as_trigger else bool(sides.size and sides[-1] == "worse")
-        findings.append(Finding(name, symbol, len(starts), fired))
+        findings.append(found(symbol=symbol, fired=fired))
     return findings
 
 
@@ -135,8 +165,8 @@ def _sides(test: SequentialTest, count: np.ndarray, total: np.ndarray, squares: 
     return np.where(n >= test.min_trades, sides, "undecided")
 
 
-def _threshold(trigger: RollbackTrigger, symbols: Sequence[str], history: History, start: datetime, end: datetime,
-               starts: list[datetime], length: timedelta, step: timedelta) -> list[Finding]:
+def _threshold(found: Found, trigger: RollbackTrigger, symbols: Sequence[str], history: History, start: datetime,
+               end: datetime, starts: list[datetime], length: timedelta, step: timedelta) -> list[ReplayFinding]:
     assert trigger.query is not None and trigger.window is not None and trigger.op is not None
     step_s = step.total_seconds()
     value = history(render_query(as_baseline(trigger.query), symbols=symbols, window=trigger.window), start, end,
@@ -145,7 +175,7 @@ def _threshold(trigger: RollbackTrigger, symbols: Sequence[str], history: Histor
                      end, step_s) if trigger.count_query else None)
     errors = [r.error for r in (value, count) if r is not None and r.error]
     if errors:
-        return [Finding(trigger.name, s, len(starts), 0, f"error: {errors[0]}") for s in symbols]
+        return [found(symbol=s, fired=0, note=f"error: {errors[0]}") for s in symbols]
     times = np.arange(start.timestamp(), end.timestamp() + 1e-9, step_s)
     delay = parse_duration(trigger.initial_delay).total_seconds() if trigger.initial_delay else 0.0
     assert trigger.op is not None and trigger.value is not None  # a threshold trigger (the schema requires both)
@@ -158,6 +188,5 @@ def _threshold(trigger: RollbackTrigger, symbols: Sequence[str], history: Histor
                 np.nan_to_num(samples, nan=0.0) >= trigger.min_samples)
         fired = sum(bool(breach[(times >= b.timestamp() + delay) & (times <= (b + length).timestamp())].any())
                     for b in starts)
-        findings.append(Finding(trigger.name, symbol, len(starts), fired,
-                                "window not cut to the stage; looked at once per step"))
+        findings.append(found(symbol=symbol, fired=fired, note="window not cut to the stage; looked at once per step"))
     return findings

@@ -312,8 +312,25 @@ class PrometheusSpec(SpecModel):
     timeout: PositiveDuration = "10s"
 
 
+class ReplaySpec(SpecModel):
+    """The plan's rules replayed over the baseline's own history when a rollout (revision) starts.
+
+    The baseline stands in for the candidate, so every firing is a false alarm; a rule that would
+    have fired in more than `warnAbove` of the stage-long windows is reported as a Warning and in the
+    BaselineReplay condition. Advisory: it never holds or moves a rollout (`modelrollout.replay`).
+    """
+
+    enabled: bool = True
+    since: PositiveDuration = Field(default="30d", description="How much history to replay.")
+    every: PositiveDuration = Field(default="1d", description="A stage-long window starts this often.")
+    step: PositiveDuration = Field(default="10m", description="How often a rule is looked at in the replay.")
+    warn_above: float = Field(default=0.05, ge=0, le=1,
+                              description="Share of windows a rule may fire in before it is reported.")
+
+
 class AnalysisSpec(SpecModel):
     interval: PositiveDuration = Field(default="60s", description="How often gates and triggers are evaluated.")
+    replay: ReplaySpec = ReplaySpec()
 
 
 # Which accountability list may make each human request: abort is a rollback; promote and retry
@@ -736,6 +753,14 @@ class ModelRolloutSpec(SpecModel):
     def rollout_revision_fields(self) -> dict[str, Any]:
         """What is rolled out; editing any of it mid-rollout restarts from shadow."""
         return self.model_dump(mode="json", include={"change", "models", "symbols", "stages", "rollback"})
+
+
+def stage_duration(stage: Stage) -> timedelta:
+    """How long a stage runs before its gates are decisive: its minimum, or its watch if longer."""
+    needed = parse_duration(stage.min_duration)
+    if stage.watch_duration:
+        needed = max(needed, parse_duration(stage.watch_duration))
+    return needed
 
 
 def _snake(kind: str) -> str:

@@ -127,7 +127,8 @@ class RollbackRecord(StatusModel):
 
 
 class Condition(StatusModel):
-    type: Literal["Progressing", "AwaitingApproval", "Degraded", "Completed", "RolledBack", "Invalid", "SunsetDue"]
+    type: Literal["Progressing", "AwaitingApproval", "Degraded", "Completed", "RolledBack", "Invalid", "SunsetDue",
+                  "BaselineReplay"]
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str = ""
@@ -153,6 +154,28 @@ class HistoryEntry(StatusModel):
     decision: HumanDecision | None = Field(default=None, description="Set when a human request made this entry.")
 
 
+class ReplayFinding(StatusModel):
+    """One rule on one symbol, replayed over the baseline's history: in how many windows it fired."""
+
+    stage: str
+    rule: str
+    role: Literal["rollbackTrigger", "gate"]
+    symbol: str
+    windows: int
+    fired: int
+    note: str = ""
+
+
+class BaselineReplay(StatusModel):
+    """The plan's rules against the baseline's own history, run once when a revision starts."""
+
+    revision: str
+    at: datetime
+    since: str
+    findings: list[ReplayFinding] = Field(default_factory=list)
+    error: str = Field(default="", description="Why the history could not be read (the replay is then not retried).")
+
+
 class ModelVersions(StatusModel):
     """Registered model versions the rollout moves aliases between, by registered model name."""
 
@@ -169,6 +192,9 @@ class ModelRolloutStatus(StatusModel):
     stage: str = ""
     stage_index: int = 0
     stage_started_at: datetime | None = None
+    live_since: datetime | None = Field(
+        default=None, description="When the stage whose rollback triggers guard what is live began; its trigger "
+                                  "windows and sequential tests read from then.")
     awaiting_since: datetime | None = None
     symbols_on_candidate: list[str] = Field(default_factory=list)
     live: str = Field(default="0/0", description="Symbols live on the candidate, e.g. 1/5.")
@@ -186,6 +212,7 @@ class ModelRolloutStatus(StatusModel):
     promoted_at: datetime | None = None
     sunset_at: datetime | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    baseline_replay: BaselineReplay | None = None
     history: list[HistoryEntry] = Field(default_factory=list)
     last_valid_spec: str = Field(
         default="", description="The spec of `revision` as last accepted (JSON): it keeps guarding the live levers "

@@ -79,15 +79,29 @@ def trading(scenario: Scenario, regress: bool) -> Trading:
     return feed
 
 
+def with_plan_trigger(spec: dict[str, Any]) -> None:
+    """The sequential plan, plus the plan's own "expectancy < 0" made sequential, shown but not counted."""
+    sequential_plan(spec)
+    spec["stages"][0]["rollbackTriggers"].append({"name": "expectancy-negative", "kind": "sequential", "dryRun": True,
+                                                  "sequential": TEST | {"against": "value", "value": 0}})
+
+
 def test_a_no_harm_canary_passes_its_sequential_gate(scenario: Scenario, operator: Server) -> None:
     feed = trading(scenario, regress=False)
     try:
-        scenario.apply(scenario.manifest(mutate=sequential_plan))
+        scenario.apply(scenario.manifest(mutate=with_plan_trigger))
         status = scenario.wait_phase("AwaitingApproval", stage="full", timeout=150)
         assert "stage canary passed" in status["message"]
         report = scenario.kubectl("modelrollout", "status", "focal-loss").stdout
         assert "expectancy-worse-than-baseline" in report and "CS95 [" in report
         assert "offset" in report  # the resolved PromQL is shown
+        # At the start the plan was replayed over the baseline's history in this Prometheus (query_range).
+        [replay] = [c for c in status["conditions"] if c["type"] == "BaselineReplay"]
+        assert (replay["status"], replay["reason"]) == ("True", "QuietOnBaseline"), replay
+        findings = {f["rule"]: f for f in status["baselineReplay"]["findings"] if f["stage"] == "canary"}
+        assert findings["expectancy-negative"]["windows"] == 30 and not findings["expectancy-negative"]["note"]
+        assert findings["expectancy-worse-than-baseline"]["note"].startswith("not replayed")
+        assert "Replay:    ✔ QuietOnBaseline" in report
     finally:
         feed.stopping.set()
 

@@ -11,6 +11,7 @@ from engine_driver import CANDIDATE, CHAMPION, START, Driver, make_spec, measure
 
 from modelrollout.engine import (
     Event,
+    MeasurementPlan,
     decide,
     gate_verdict,
     invalid,
@@ -23,7 +24,7 @@ from modelrollout.engine import (
     rollback_now,
 )
 from modelrollout.observation import Observation
-from modelrollout.status import Action, ModelRolloutStatus
+from modelrollout.status import Action, ModelRolloutStatus, ReplayFinding
 
 SPEC = make_spec()
 KEY, BASELINE, CANDIDATE_FLAG = SPEC.change.key, SPEC.change.baseline, SPEC.change.candidate
@@ -213,7 +214,69 @@ def test_plan_measurements_asks_only_for_what_the_engine_uses() -> None:
     plan = plan_measurements(SPEC, driver.status)
     assert (plan.gates.name, plan.triggers.name) == ("full", "full")  # type: ignore[union-attr]
     driver.run_until(lambda s: s.phase == "Completed")
-    assert plan_measurements(SPEC, driver.status) == plan_measurements(SPEC, ModelRolloutStatus())
+    assert plan_measurements(SPEC, driver.status) == MeasurementPlan(gates=None, triggers=None, versions=False)
+
+
+def test_a_lever_stage_that_cannot_begin_leaves_the_live_stage_guarded_since_it_began() -> None:
+    """A second canary stage (no approval) cannot begin while MLflow is down (its versions cannot be
+    read): the first canary is still live, so its triggers still guard it, over its own trades."""
+    spec = SPEC.model_copy(update={"stages": [SPEC.stages[0], SPEC.stages[1], SPEC.stages[1].model_copy(
+        update={"name": "canary-2"}), SPEC.stages[2]]})
+    driver = Driver(spec)
+    driver.to_canary()
+    canary_started = driver.status.stage_started_at
+    driver.mlflow_up = False
+    driver.run_until(lambda s: s.stage == "canary-2")
+    assert (driver.status.phase, driver.status.stage_started_at) == ("Degraded", None)
+    plan = plan_measurements(spec, driver.status)
+    assert (plan.triggers.name, plan.triggers_since) == ("canary", canary_started)  # type: ignore[union-attr]
+    assert driver.step(trigger="Fail").status.phase == "RollingBack"
+
+
+# --- the plan replayed on the baseline's history ---------------------------------------------------
+
+def replayed(fired: int, windows: int = 20, note: str = "") -> tuple[ReplayFinding, ...]:
+    return (ReplayFinding(stage="canary", rule="expectancy-negative", role="rollbackTrigger", symbol="BTCUSDC",
+                          windows=windows, fired=fired, note=note),
+            ReplayFinding(stage="canary", rule="expectancy-worse", role="rollbackTrigger", symbol="BTCUSDC",
+                          windows=windows, fired=0, note="not replayed: compares with the baseline itself"))
+
+
+def replay_condition(status: ModelRolloutStatus) -> tuple[str, str, str]:
+    condition = next(c for c in status.conditions if c.type == "BaselineReplay")
+    return condition.status, condition.reason, condition.message
+
+
+def test_a_plan_that_would_roll_back_the_baseline_is_reported_when_the_rollout_starts_and_never_holds_it() -> None:
+    assert plan_measurements(SPEC, ModelRolloutStatus()).replay
+    decision = decide(SPEC, ModelRolloutStatus(), Observation(replay=replayed(fired=13)), [], START, 1)
+    status = decision.status
+    assert status.phase == "Progressing" and status.stage == "shadow"  # advisory: the rollout goes on
+    verdict, reason, message = replay_condition(status)
+    assert (verdict, reason) == ("False", "WouldFireOnBaseline")
+    assert "expectancy-negative would have rolled back the baseline BTCUSDC in 65% of 20" in message
+    assert "expectancy-worse" not in message  # a rule that compares with the baseline is not replayed
+    assert [e.reason for e in decision.events if e.type == "Warning"] == ["BaselineReplay"]
+    assert status.baseline_replay is not None and status.baseline_replay.revision == status.revision
+    assert not plan_measurements(SPEC, status).replay  # once per revision
+
+
+def test_a_quiet_replay_an_unreadable_history_and_a_disabled_replay() -> None:
+    quiet = decide(SPEC, ModelRolloutStatus(), Observation(replay=replayed(fired=1)), [], START, 1)
+    assert replay_condition(quiet.status)[:2] == ("True", "QuietOnBaseline")  # 5 % of windows is not above 5 %
+    assert not [e for e in quiet.events if e.reason == "BaselineReplay"]
+    down = replayed(fired=0, note="error: connection refused")[:1]
+    unread = decide(SPEC, ModelRolloutStatus(), Observation(replay=down), [], START, 1).status
+    assert replay_condition(unread)[:2] == ("Unknown", "HistoryUnavailable")
+    assert not plan_measurements(SPEC, unread).replay  # said so, not retried every cycle
+    off = make_spec(lambda d: d["analysis"].update(replay={"enabled": False}))
+    assert not plan_measurements(off, ModelRolloutStatus()).replay
+
+
+def test_an_edit_that_changes_what_is_rolled_out_is_replayed_again() -> None:
+    status = decide(SPEC, ModelRolloutStatus(), Observation(replay=replayed(fired=0)), [], START, 1).status
+    edited = make_spec(lambda d: d["change"].update(candidate="focal:gamma=1,alpha=0.25"))
+    assert plan_measurements(edited, status).replay
 
 
 # --- rollback ---------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from modelrollout.observation import RangeResult
-from modelrollout.replay import as_baseline, replay_stage, window_starts
+from modelrollout.replay import as_baseline, replay_stage, share, window_starts
 from modelrollout.spec import ModelRolloutSpec
 
 HERE = Path(__file__).resolve().parent
@@ -63,7 +63,7 @@ def test_a_flat_baseline_trips_the_plans_threshold_trigger_but_not_the_sequentia
     canary_as_written = AS_WRITTEN.stages[1]
     [written] = replay_stage(canary_as_written, ["BTCUSDC"], history, START, END, timedelta(days=7),
                              timedelta(days=1), STEP)
-    assert written.rule == "expectancy-negative" and written.windows == 24 and written.share > 0.5
+    assert written.rule == "expectancy-negative" and written.windows == 24 and share(written) > 0.5
     findings = {f.rule: f for f in replay_stage(EXAMPLE.stages[1], ["BTCUSDC"], history, START, END,
                                                  timedelta(days=7), timedelta(days=1), STEP)}
     assert findings["expectancy-negative"].fired == 0
@@ -76,4 +76,4 @@ def test_a_losing_baseline_is_caught_by_the_sequential_trigger() -> None:
     history, _ = baseline_history(mean=-0.6, seed=3)
     findings = {f.rule: f for f in replay_stage(EXAMPLE.stages[1], ["BTCUSDC"], history, START, END,
                                                  timedelta(days=7), timedelta(days=1), STEP)}
-    assert findings["expectancy-negative"].share > 0.9
+    assert share(findings["expectancy-negative"]) > 0.9
