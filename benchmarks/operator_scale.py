@@ -203,8 +203,11 @@ def create_all(custom: Any, namespace: str, manifests: list[dict[str, Any]]) -> 
             time.sleep(1)
         raise TimeoutError(f"could not create {manifest['metadata']['name']}")
 
-    with ThreadPoolExecutor(CREATORS) as pool:
+    pool = ThreadPoolExecutor(CREATORS)
+    try:
         list(pool.map(create, manifests))
+    finally:  # on a failure or Ctrl-C, create no more (the stack is about to stop)
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def report_profile(before: dict[str, float], after: dict[str, float], top: int = 25) -> None:
