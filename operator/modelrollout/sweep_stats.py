@@ -5,12 +5,8 @@ Pure: no I/O, no clock, no global random state. The MLflow adapter produces the
 (symbol, fold) saw the same data, so every statistic is computed on the paired
 differences, which removes the fold-to-fold variance both variants share.
 
-The statistics use `scipy.special` alone (the normal and Student-t distribution functions), not
-`scipy.stats`: importing scipy.stats costs the operator about 47 MB more RSS, for good, from the
-first sweep judged. The three procedures are short and written from their papers: the paired
-t-test, Benjamini & Hochberg's (1995) step-up adjustment, and Efron's (1987) BCa bootstrap
-interval, drawn the way `scipy.stats.bootstrap` draws (tests check both against scipy.stats).
-scipy.special is imported where a sweep is judged, not with the module.
+scipy is imported where a sweep is judged, not with the module: only the shadow stage needs it,
+and the operator should not carry scipy.stats' import cost while no rollout is in shadow.
 """
 
 from __future__ import annotations
@@ -147,13 +143,10 @@ def _benjamini_hochberg(p_values: dict[str, float]) -> dict[str, float]:
     """Benjamini-Hochberg adjusted p-values (step-up, capped at 1) over the symbols tested."""
     if not p_values:
         return {}
-    p = np.asarray(list(p_values.values()), dtype=float)
-    order = np.argsort(p)
-    m = len(p)
-    stepped = np.minimum.accumulate((p[order] * m / np.arange(1, m + 1))[::-1])[::-1]
-    adjusted = np.empty(m)
-    adjusted[order] = np.clip(stepped, 0.0, 1.0)
-    return dict(zip(p_values, (float(v) for v in adjusted), strict=True))
+    from scipy.stats import false_discovery_control
+
+    adjusted = false_discovery_control(list(p_values.values()), method="bh")
+    return dict(zip(p_values, (float(p) for p in adjusted), strict=True))
 
 
 def _lift_checks(missing: str, lift: _Lift | None, p_adjusted: float | None, family: int, sweep: SweepGate,
@@ -252,38 +245,18 @@ def _lift(sample: _Sample, sweep: SweepGate, seed: int) -> _Lift:
     sweeps unable to pass at all. Each symbol gets a fresh generator from `seed`, so its CI
     depends only on its own data, not on the order of the symbols.
     """
-    from scipy.special import stdtr
+    from scipy.stats import bootstrap, ttest_rel
 
     diffs = sample.candidate - sample.baseline
     mean, baseline_mean = float(np.mean(diffs)), float(np.mean(sample.baseline))
     if np.ptp(diffs) == 0:
         return _Lift(len(diffs), mean, baseline_mean, None, None, None)
-    interval = bca_mean_interval(diffs, sweep.bootstrap_resamples, sweep.confidence, np.random.default_rng(seed))
-    sd = float(np.std(diffs, ddof=1))
-    p = float(stdtr(len(diffs) - 1, -mean / (sd / np.sqrt(len(diffs)))))  # one-sided: P(T >= t)
+    ci = bootstrap((diffs,), np.mean, n_resamples=sweep.bootstrap_resamples, confidence_level=sweep.confidence,
+                   method="BCa", rng=np.random.default_rng(seed)).confidence_interval
+    p = float(ttest_rel(sample.candidate, sample.baseline, alternative="greater").pvalue)
+    interval = (float(ci.low), float(ci.high))
     return _Lift(len(diffs), mean, baseline_mean, interval if all(np.isfinite(interval)) else None,
-                 mean / sd, p if np.isfinite(p) else None)
-
-
-def bca_mean_interval(x: np.ndarray, resamples: int, confidence: float, rng: np.random.Generator
-                      ) -> tuple[float, float]:
-    """Two-sided BCa bootstrap interval of the mean of `x` (Efron 1987, JASA 82:171, eqs. 2.3-2.8, 6.6).
-
-    Resamples are drawn as `scipy.stats.bootstrap` draws them (one `rng.integers(0, n, (B, n))`), the
-    bias correction counts ties half, and the acceleration comes from the jackknife, as there.
-    """
-    from scipy.special import ndtr, ndtri
-
-    n = len(x)
-    boot = np.mean(x[rng.integers(0, n, (resamples, n))], axis=-1)
-    estimate = float(np.mean(x))
-    z0 = ndtri((np.sum(boot < estimate) + np.sum(boot <= estimate)) / (2 * resamples))
-    jackknife = (np.sum(x) - x) / (n - 1)
-    spread = np.mean(jackknife) - jackknife
-    acceleration = np.sum(spread**3) / (6 * np.sum(spread**2) ** 1.5)
-    z = ndtri((1 - confidence) / 2)
-    low, high = (ndtr(z0 + (z0 + q) / (1 - acceleration * (z0 + q))) for q in (z, -z))
-    return float(np.percentile(boot, 100 * low)), float(np.percentile(boot, 100 * high))
+                 mean / float(np.std(diffs, ddof=1)), p if np.isfinite(p) else None)
 
 
 def _undefined_verdict(mean: float) -> Verdict:
