@@ -52,8 +52,10 @@ test-fast: deps
 demo: deps
 	$(PY) -m devstack.demo
 
+# Every benchmark at its own size, then the operator at 1,000 rollouts (the script's default is 200).
 bench: deps
 	@for bench in benchmarks/*.py; do $(PY) $$bench || exit 1; done
+	$(PY) benchmarks/operator_scale.py 1000
 
 # Each benchmark in its quick mode (BENCH_QUICK=1): it must run to the end and print its figures
 # as JSON lines. A smoke test that asserts no timing.

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from modelrollout.gates import evaluate_gate, evaluate_trigger, gate_queries, trigger_queries
 from modelrollout.observation import QueryResult, SweepEvidence
-from modelrollout.prometheus_provider import PrometheusProvider
+from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import Measurement
 from modelrollout.sweep_stats import evaluate_sweep
@@ -27,9 +27,11 @@ _Item = TypeVar("_Item")
 _Query = TypeVar("_Query")
 
 
-def prometheus_for(spec: ModelRolloutSpec, token: str | None) -> PrometheusProvider:
-    """The spec's Prometheus; `token` is the bearer token read from `auth_secret_ref`, if any."""
-    return PrometheusProvider(spec.prometheus.url, parse_duration(spec.prometheus.timeout).total_seconds(), token)
+def prometheus_for(spec: ModelRolloutSpec, token: str | None, shared: SharedQueries | None = None) -> PrometheusProvider:
+    """The spec's Prometheus; `token` is the bearer token read from `auth_secret_ref`, if any; `shared`
+    lets rollouts asking the same query of the same Prometheus at the same moment share one answer."""
+    return PrometheusProvider(spec.prometheus.url, parse_duration(spec.prometheus.timeout).total_seconds(), token,
+                              shared=shared)
 
 
 def measure_stage(

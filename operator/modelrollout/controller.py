@@ -11,7 +11,9 @@ import copy
 import hashlib
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -26,6 +28,7 @@ from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests, rol
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
 from modelrollout.observation import Observation, Request, SweepEvidence
+from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries, query_key
 from modelrollout.replay import replay_plan
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import Action, Measurement, ModelRolloutStatus, ReplayFinding
@@ -33,6 +36,7 @@ from modelrollout.status import Action, Measurement, ModelRolloutStatus, ReplayF
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[RolloutObject, Event], None]
+MAX_PROMETHEUS_CLIENTS = 32  # distinct (Prometheus, token) pairs kept; a rotated token's old client ages out
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
@@ -70,6 +74,12 @@ class Controller:
     _triggers_checked: dict[str, datetime] = field(default_factory=dict)
     _schedules: dict[str, tuple[str, engine.Schedule | None]] = field(default_factory=dict)
     _stale: set[str] = field(default_factory=set)
+    _prometheus: OrderedDict[tuple[str, str, float], PrometheusProvider] = field(default_factory=OrderedDict)
+    shared_queries: SharedQueries | None = None  # None: one of its own, counted in `metrics`
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock)  # kopf runs handlers in threads
+
+    def __post_init__(self) -> None:
+        self.shared_queries = self.shared_queries or SharedQueries(counted=self.metrics.count_query)
 
     # -- entry points --------------------------------------------------------------------
     def tick(self, namespace: str, name: str, cached: Mapping[str, object] | None = None) -> None:
@@ -209,7 +219,7 @@ class Controller:
         stages = _measured_stages(plan)
         replay: tuple[ReplayFinding, ...] | None = None
         if stages or plan.replay:
-            prometheus = prometheus_for(spec, self._token(namespace, spec))
+            prometheus = self.prometheus(spec, self._token(namespace, spec))
         if plan.replay:
             settings = spec.analysis.replay
             replay = tuple(replay_plan(spec, prometheus.query_range, now, parse_duration(settings.since),
@@ -232,6 +242,19 @@ class Controller:
         return Observation(gates=None if gates is None else tuple(gates),
                            triggers=None if triggers is None else tuple(triggers), versions=versions,
                            versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence), replay=replay)
+
+    def prometheus(self, spec: ModelRolloutSpec, token: str | None) -> PrometheusProvider:
+        """One provider (and HTTP connection pool) per Prometheus, timeout and token, kept across cycles
+        (the most recent `MAX_PROMETHEUS_CLIENTS`), all answering through the operator's shared queries."""
+        url, digest, _ = query_key(spec.prometheus.url, token, "")
+        key = (url, digest, parse_duration(spec.prometheus.timeout).total_seconds())
+        with self._clients_lock:
+            if key not in self._prometheus:
+                self._prometheus[key] = prometheus_for(spec, token, self.shared_queries)
+                while len(self._prometheus) > MAX_PROMETHEUS_CLIENTS:
+                    self._prometheus.popitem(last=False)
+            self._prometheus.move_to_end(key)
+            return self._prometheus[key]
 
     def _token(self, namespace: str, spec: ModelRolloutSpec) -> str | None:
         """The Prometheus bearer token from the Secret the spec names, in the rollout's namespace."""

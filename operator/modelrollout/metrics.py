@@ -21,6 +21,12 @@ class OperatorMetrics:
                                         ["gate", "verdict"], registry=self.registry)
         self.rollback_actions = Counter("modelrollout_rollback_actions", "Rollback actions carried out, by type",
                                         ["action"], registry=self.registry)
+        self.prometheus_queries = Counter("modelrollout_prometheus_queries",
+                                          "Instant queries sent to Prometheus (HTTP requests)", registry=self.registry)
+        self.prometheus_queries_shared = Counter(
+            "modelrollout_prometheus_queries_shared",
+            "Instant queries answered by an identical query another rollout sent moments before",
+            registry=self.registry)
         self.reconcile_seconds = Histogram("modelrollout_reconcile_duration_seconds",
                                            "Time of one reconcile tick", registry=self.registry,
                                            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
@@ -41,6 +47,9 @@ class OperatorMetrics:
             self.stage.remove(name, namespace, *previous)
         self.stage.labels(rollout=name, namespace=namespace, stage=stage, phase=phase).set(1)
         self._stage_labels[(namespace, name)] = (stage, phase)
+
+    def count_query(self, shared: bool) -> None:
+        (self.prometheus_queries_shared if shared else self.prometheus_queries).inc()
 
     def serve(self, port: int) -> None:
         start_http_server(port, registry=self.registry)

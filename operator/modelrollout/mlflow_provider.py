@@ -4,6 +4,10 @@ A thin shell over `mlflow.MlflowClient` that decides nothing: the gate judges th
 (`modelrollout.sweep_stats`), the engine decides which alias moves where. Its only jobs
 are to bound MLflow's patience, to say plainly when MLflow cannot be read, and to make
 every write "set to target" so that repeating it is harmless.
+
+`mlflow` (the mlflow-skinny client) is imported at the first MLflow call, not with this
+module: it is the largest import the operator has, and an operator whose rollouts need no
+MLflow read yet (or a `kubectl modelrollout` command that reads none) should not carry it.
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import cast
-
-from mlflow import MlflowClient
-from mlflow.entities import Run, ViewType
-from mlflow.entities.model_registry import RegisteredModel
-from mlflow.exceptions import MlflowException
+from functools import cached_property
+from typing import TYPE_CHECKING, cast
 
 from modelrollout.observation import SweepEvidence, SweepRow, Variant
 from modelrollout.spec import ModelsSpec
 from modelrollout.status import ModelVersions
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import RegisteredModel
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,13 @@ class MlflowProvider:
         os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(max(1, math.ceil(timeout_s)))
         self.tracking_uri = tracking_uri
         self.page_size = page_size
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._runs: dict[tuple[str, str], str | None] = {}  # a model version's run never changes
+
+    @cached_property
+    def _client(self) -> MlflowClient:
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
     def sweep_evidence(self, experiment: str) -> SweepEvidence:
         """Every finished, active run of the experiment that carries the sweep tags; never raises.
@@ -134,6 +144,8 @@ class MlflowProvider:
         return True
 
     def _finished_runs(self, experiment_id: str) -> Iterator[Run]:
+        from mlflow.entities import ViewType
+
         token = None
         while True:
             page = self._client.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
@@ -166,6 +178,8 @@ class MlflowProvider:
     def _errors(self, doing: str) -> Iterator[None]:
         """MLflow's exceptions as ours: what is missing or invalid is the caller's (NotFound,
         ValueError); every other failure means MLflow cannot be used now (MlflowUnavailable)."""
+        from mlflow.exceptions import MlflowException
+
         try:
             yield
         except MlflowException as error:

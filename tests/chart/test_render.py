@@ -96,6 +96,13 @@ def test_monitoring_switched_off_renders_no_monitoring_coreos_objects(helm: Helm
     assert of_kind(docs, "Deployment") and of_kind(docs, "Service")
 
 
+def test_a_further_shard_scrapes_its_operator_but_leaves_the_rules_to_the_first(helm: Helm) -> None:
+    shard = helm.render({"watchNamespaces": ["desk-c"], "peering": {"name": "mr-desk-c"},
+                         "monitoring": {"enabled": True, "rules": False, "runbookBaseUrl": "https://example.org/r"}})
+    assert of_kind(shard, "ServiceMonitor") and not of_kind(shard, "PrometheusRule")
+    assert of_kind(helm.render({}), "PrometheusRule")  # by default the release carries them
+
+
 def test_service_monitor_scrapes_the_metrics_port(helm: Helm) -> None:
     docs = helm.render({"monitoring": {"enabled": True, "labels": {"release": "kube-prometheus-stack"},
                                        "runbookBaseUrl": "https://example.org/runbooks"}})

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import math
+import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from devstack.process import free_port
 from devstack.prometheus import PrometheusServer
 from devstack.series import SeriesFeed
 from modelrollout.analysis import measure_stage, prometheus_for
+from modelrollout.controller import Controller
+from modelrollout.engine import MeasurementPlan
+from modelrollout.metrics import OperatorMetrics
 from modelrollout.observation import QueryResult, SweepEvidence, SweepRow
-from modelrollout.prometheus_provider import PrometheusProvider
+from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries
 from modelrollout.spec import ModelRolloutSpec
-from modelrollout.status import Measurement
+from modelrollout.status import Measurement, ModelRolloutStatus
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parent / "plan_as_written.yaml"  # gauges: the fixed-sample kinds
@@ -188,3 +194,32 @@ def test_the_shadow_stage_judges_the_sweep_without_prometheus() -> None:
 def test_prometheus_for_uses_the_specs_url_and_timeout() -> None:
     provider = prometheus_for(SPEC, "token")
     assert (provider.url, provider.timeout_s) == ("http://prometheus-operated.monitoring.svc:9090", 10.0)
+
+
+def queries_served(prometheus_url: str) -> float:
+    """Prometheus' own count of the instant queries it has answered."""
+    with urllib.request.urlopen(f"{prometheus_url}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(float(value) for value in re.findall(
+        r'^prometheus_http_requests_total\{[^}]*handler="/api/v1/query"[^}]*\} (\S+)$', text, re.M))
+
+
+def test_two_rollouts_asking_the_same_queries_at_once_send_each_query_once(feed: SeriesFeed) -> None:
+    metrics = OperatorMetrics(CollectorRegistry())
+    # A long sharing time so a slow machine cannot split the two cycles; the 1 s default is unit-tested.
+    controller = Controller(kube=None, emit=lambda *_: None, metrics=metrics,  # type: ignore[arg-type]
+                            shared_queries=SharedQueries(shared_for_s=60, counted=metrics.count_query))
+    spec = SPEC.model_copy(update={"prometheus": SPEC.prometheus.model_copy(update={"url": feed.prometheus.url})})
+    plan = MeasurementPlan(gates=CANARY, triggers=CANARY, versions=False)
+    served_before = queries_served(feed.prometheus.url)
+
+    first, second = (controller.observe(namespace, spec, ModelRolloutStatus(), plan, [], NOW)
+                     for namespace in ("desk-a", "desk-b"))
+
+    time.sleep(0.5)  # Prometheus counts a request once it has answered it
+    assert queries_served(feed.prometheus.url) - served_before == 11  # the canary's distinct queries, once
+    sent = metrics.registry.get_sample_value("modelrollout_prometheus_queries_total")
+    shared = metrics.registry.get_sample_value("modelrollout_prometheus_queries_shared_total")
+    assert (sent, shared) == (11, 11)
+    assert first.gates == second.gates and first.triggers == second.triggers
+    assert {m.verdict for m in first.gates} == {"Pass"}

@@ -1,7 +1,7 @@
 """The operator distribution carries only what it imports: the operator and the kubectl plugin import
 in a process that sees only the operator's dependency closure (as its image does; the dev venv also
 holds the model runtime's), load none of the model stack and no devstack, and leave scipy out until
-a sweep is judged."""
+a sweep is judged and MLflow out until it is first called."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ from packaging.utils import canonicalize_name
 LOADED_TOP_LEVEL = """
 import json, sys
 import modelrollout.handlers, modelrollout.cli
-print(json.dumps(sorted({name.partition(".")[0] for name in sys.modules})))
+from modelrollout.mlflow_provider import MlflowProvider
+at_import = sorted({name.partition(".")[0] for name in sys.modules})
+MlflowProvider("http://127.0.0.1:9")._client  # the first MLflow call imports the client (no request yet)
+print(json.dumps([at_import, sorted({name.partition(".")[0] for name in sys.modules})]))
 """
 OPERATOR_SOURCE = Path(__file__).resolve().parents[2] / "operator"
 MODEL_STACK = {"statsmodels", "pandas", "pyarrow", "xgboost", "sklearn", "numba", "sympy", "matplotlib",
@@ -54,13 +57,15 @@ def site_of(closure: set[str], folder: Path) -> Path:
     return folder
 
 
-def loaded_in_the_image(tmp_path: Path) -> set[str]:
+def loaded_in_the_image(tmp_path: Path) -> tuple[set[str], set[str]]:
+    """Top-level modules loaded by importing the operator and the plugin, and after the first MLflow call."""
     site = site_of(dependency_closure("modelrollout"), tmp_path)
     # -S: no site-packages of this venv, only the closure's and the operator's source.
     result = subprocess.run([sys.executable, "-S", "-c", LOADED_TOP_LEVEL], capture_output=True, text=True,
                             timeout=120, check=False, env={**os.environ, "PYTHONPATH": f"{site}:{OPERATOR_SOURCE}"})
     assert result.returncode == 0, result.stderr  # a missing dependency fails here
-    return set(json.loads(result.stdout))
+    at_import, after_mlflow = json.loads(result.stdout)
+    return set(at_import), set(after_mlflow)
 
 
 def test_the_operator_declares_the_client_distributions_only() -> None:
@@ -72,6 +77,8 @@ def test_the_operator_declares_the_client_distributions_only() -> None:
 
 
 def test_the_operator_imports_without_the_model_stack_and_without_scipy(tmp_path: Path) -> None:
-    loaded = loaded_in_the_image(tmp_path)
-    assert {"kopf", "kubernetes", "pydantic", "mlflow", "prometheus_client", "prometheus_api_client"} <= loaded
-    assert loaded.isdisjoint(MODEL_STACK | {"scipy"})
+    loaded, after_mlflow = loaded_in_the_image(tmp_path)
+    assert {"kopf", "kubernetes", "pydantic", "prometheus_client", "prometheus_api_client"} <= loaded
+    assert "mlflow" not in loaded  # its ~35 MB come with the first MLflow call
+    assert "mlflow" in after_mlflow  # mlflow-skinny alone suffices for the client
+    assert after_mlflow.isdisjoint(MODEL_STACK | {"scipy"})
