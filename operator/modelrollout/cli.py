@@ -163,9 +163,12 @@ def render(obj: dict[str, Any]) -> str:
         approval = " [approval]" if stage.get("approval", {}).get("required") else ""
         lines.append(f"  {mark} {stage['name']:<10} {stage['type']:<7} min {stage.get('minDuration', '0s'):<6} "
                      f"{symbols}{approval}")
+    measured = {"Gates": status.last_evaluated_at, "Rollback triggers": status.last_triggers_evaluated_at}
     for title, rows in (("Gates", status.gates), ("Rollback triggers", status.triggers)):
         if rows:
-            lines += ["", f"{title}:", f"  {'NAME':<24} {'SYMBOL':<9} {'VALUE':>10} {'BASELINE':>10}  {'THRESHOLD':<36} VERDICT"]
+            at = measured[title]
+            header = f"  {'NAME':<24} {'SYMBOL':<9} {'VALUE':>10} {'BASELINE':>10}  {'THRESHOLD':<36} VERDICT"
+            lines += ["", f"{title}:" + (f" (measured {at:%H:%M:%S})" if at else ""), header]
             for m in rows:
                 name = f"{m.name} (dry run)" if m.dry_run else m.name
                 lines.append(f"  {name:<24} {m.symbol:<9} {_num(m.value):>10} {_num(m.baseline):>10}  "

@@ -30,3 +30,16 @@ def test_status_shows_bounds_trades_forecast_and_resolved_promql() -> None:
     assert "≈ 95 more trades (≈ 4.8d at the current rate) until this can decide" in text
     assert "expectancy-not-worse candidate_count: sum by (symbol) (trades_closed_total" in text
     assert "trades (dry run)" in text
+
+
+def test_status_says_when_gates_and_triggers_were_measured_and_what_the_replay_found() -> None:
+    """Two cadences: the triggers' time moves every few seconds, the gates' once an interval."""
+    trigger = Measurement(name="expectancy-worse-than-baseline", kind="rollbackTrigger", symbol="BTCUSDC",
+                          value=0.1, threshold="below -0", verdict="Pass", measured_at=NOW)
+    replay = {"type": "BaselineReplay", "status": "False", "reason": "WouldFireOnBaseline",
+              "message": "expectancy-negative would have rolled back the baseline BTCUSDC in 62% of 24 7d windows",
+              "lastTransitionTime": NOW.isoformat()}
+    text = render(rollout(triggers=[trigger.model_dump(mode="json", by_alias=True)], conditions=[replay],
+                          lastEvaluatedAt="2026-01-05T00:00:00Z", lastTriggersEvaluatedAt="2026-01-05T00:00:55Z"))
+    assert "Rollback triggers: (measured 00:00:55)" in text
+    assert "Replay:    ⚠ WouldFireOnBaseline: expectancy-negative would have rolled back the baseline" in text
