@@ -122,8 +122,8 @@ def evaluate_gate(gate: Gate, symbols: Sequence[str], results: Mapping[str, Quer
     if errors:
         return [measure(symbol, "Error", _criterion(gate), "; ".join(errors)) for symbol in symbols]
     if gate.sequential is not None:
-        return _queries_once([_sequential(gate.sequential, symbol, results, measure, stage_ran, as_trigger=False)
-                              for symbol in symbols])
+        return _queries_once([_sequential(gate.sequential, symbol, results, measure, stage_ran, as_trigger=False,
+                                          family=len(symbols)) for symbol in symbols])
     return [_evaluate_symbol(gate, symbol, results, measure) for symbol in symbols]
 
 
@@ -188,10 +188,10 @@ def evaluate_trigger(trigger: RollbackTrigger, symbols: Sequence[str], results: 
     if trigger.sequential is not None:
         errors = [f"{role}: {r.error}" for role, r in results.items() if r.error]
         if errors:
-            return [measure(symbol, "Error", _sequential_criterion(trigger.sequential, True), "; ".join(errors))
-                    for symbol in symbols]
-        return _queries_once([_sequential(trigger.sequential, symbol, results, measure, stage_ran, as_trigger=True)
-                              for symbol in symbols])
+            return [measure(symbol, "Error", _sequential_criterion(trigger.sequential, True, len(symbols)),
+                            "; ".join(errors)) for symbol in symbols]
+        return _queries_once([_sequential(trigger.sequential, symbol, results, measure, stage_ran, as_trigger=True,
+                                          family=len(symbols)) for symbol in symbols])
     return _threshold_trigger(trigger, symbols, results["value"], results.get("count"), measure, stage_ran)
 
 
@@ -302,7 +302,7 @@ def _criterion(gate: Gate) -> str:
     if gate.no_firing_alert is not None:
         return "no firing alert"
     if gate.sequential is not None:
-        return _sequential_criterion(gate.sequential, as_trigger=False)
+        return _sequential_criterion(gate.sequential, as_trigger=False)  # the family is shown where it is judged
     assert gate.comparison is not None
     comparison = gate.comparison
     op, sign = (">=", "-") if comparison.direction == "higherIsBetter" else ("<=", "+")
@@ -322,11 +322,12 @@ def _measurer(name: str, kind: str, now: datetime, dry_run: bool = False) -> Cal
     return measure
 
 
-def _sequential_criterion(test: SequentialTest, as_trigger: bool) -> str:
+def _sequential_criterion(test: SequentialTest, as_trigger: bool, family: int = 1) -> str:
     worse = "below" if test.higher_is_better else "above"
     subject = "candidate - baseline" if test.against == "baseline" else "per-trade mean"
     rule = f"{subject} {worse} {test.bar():g}" if as_trigger else f"{subject} not {worse} {test.bar():g}"
-    return f"{'breach if ' if as_trigger else ''}{rule} at {(1 - test.alpha) * 100:g}% (anytime-valid)"
+    over = "" if family == 1 else f", over {family} symbols"
+    return f"{'breach if ' if as_trigger else ''}{rule} at {(1 - test.alpha) * 100:g}% (anytime-valid{over})"
 
 
 def moments(results: Mapping[str, QueryResult], variant: str, symbol: str) -> Moments | None:
@@ -340,33 +341,39 @@ def moments(results: Mapping[str, QueryResult], variant: str, symbol: str) -> Mo
 
 
 def _sequential(test: SequentialTest, symbol: str, results: Mapping[str, QueryResult],
-                measure: Callable[..., Measurement], stage_ran: timedelta | None, as_trigger: bool) -> Measurement:
+                measure: Callable[..., Measurement], stage_ran: timedelta | None, as_trigger: bool,
+                family: int = 1) -> Measurement:
     """Gate: Pass wholly better than the bar, Fail wholly worse, else Inconclusive. Trigger: Fail (breach)
-    wholly worse, else Pass; never Inconclusive once there are trades, so it holds nothing."""
-    criterion = _sequential_criterion(test, as_trigger)
+    wholly worse, else Pass; never Inconclusive once there are trades, so it holds nothing.
+
+    `alpha` is the rule's over the `family` of symbols it judges in the stage: each symbol's sequence
+    runs at alpha / family (Bonferroni), so a no-harm candidate is falsely rolled back (or failed) on
+    ANY of the full stage's five symbols with probability at most alpha, not 1 - (1 - alpha)^5."""
+    criterion = _sequential_criterion(test, as_trigger, family)
+    alpha = test.alpha / family
     candidate = moments(results, "candidate", symbol)
     baseline = moments(results, "baseline", symbol) if test.against == "baseline" else None
     queries = {role: result.query for role, result in results.items()}
     if candidate is None or (test.against == "baseline" and baseline is None):
         missing = "candidate" if candidate is None else "baseline"
         return measure(symbol, "Inconclusive", criterion, f"no trades for {symbol} ({missing}) since the stage "
-                       "started", evidence=Evidence(bar=test.bar(), alpha=test.alpha, queries=queries))
+                       "started", evidence=Evidence(bar=test.bar(), alpha=alpha, queries=queries))
     fewest = min(float(m.count) for m in (candidate, baseline) if m is not None)  # type: ignore[arg-type]
     if fewest < test.min_trades:
         return measure(symbol, "Pass" if as_trigger else "Inconclusive", criterion,
                        f"{fewest:g} trades for {symbol}: not judged before {test.min_trades}",
-                       evidence=Evidence(bar=test.bar(), alpha=test.alpha, trades=float(candidate.count),  # type: ignore[arg-type]
+                       evidence=Evidence(bar=test.bar(), alpha=alpha, trades=float(candidate.count),  # type: ignore[arg-type]
                                          baseline_trades=None if baseline is None else float(baseline.count),  # type: ignore[arg-type]
                                          queries=queries))
-    interval = (difference_interval(candidate, baseline, test.alpha, test.planned_trades) if baseline is not None
-                else mean_interval(candidate, test.alpha, test.planned_trades))
+    interval = (difference_interval(candidate, baseline, alpha, test.planned_trades) if baseline is not None
+                else mean_interval(candidate, alpha, test.planned_trades))
     where = str(side(interval, test.bar(), test.higher_is_better))
-    more = None if where != "undecided" else trades_to_decide(interval, test.bar(), test.alpha, test.planned_trades)
+    more = None if where != "undecided" else trades_to_decide(interval, test.bar(), alpha, test.planned_trades)
     trades = float(candidate.count)  # type: ignore[arg-type]
     rate = trades / stage_ran.total_seconds() if stage_ran and stage_ran.total_seconds() > 0 else None
     evidence = Evidence(
         estimate=_finite(interval.estimate), lower=_finite(interval.lower), upper=_finite(interval.upper),
-        bar=test.bar(), alpha=test.alpha, trades=trades,
+        bar=test.bar(), alpha=alpha, trades=trades,
         baseline_trades=float(baseline.count) if baseline is not None else None,  # type: ignore[arg-type]
         more_trades=more, more_seconds=more / rate if more is not None and rate else None, queries=queries)
     values = (float(candidate.mean), float(baseline.mean) if baseline is not None else None)

@@ -112,6 +112,24 @@ def test_trigger_breaches_only_when_the_sequence_is_wholly_on_the_worse_side() -
     assert trigger_on(NEGATIVE, stats(BASE)).verdict == "Pass"
 
 
+def test_a_rule_over_five_symbols_judges_each_at_a_fifth_of_its_alpha() -> None:
+    """Bonferroni over the stage's symbols: with five symbols each at alpha, a no-harm candidate would be
+    falsely rolled back on one of them with probability up to 1 - 0.95^5 = 23 %; at alpha/5 it is <= 5 %."""
+    symbols = ["BTCUSDC", "ETHUSDC", "SOLUSDC", "BNBUSDC", "XRPUSDC"]
+    candidate, baseline = stats(BASE[:200] - 0.8), stats(BASE[200:])
+    alone = difference_interval(candidate, baseline, 0.05, VS_BASELINE.sequential.planned_trades)  # type: ignore[union-attr]
+    among = difference_interval(candidate, baseline, 0.01, VS_BASELINE.sequential.planned_trades)  # type: ignore[union-attr]
+    assert float(among.upper) > float(alone.upper)  # the wider sequence the family needs
+    queries = trigger_queries(VS_BASELINE, symbols, RAN)
+    results = {role: QueryResult(query=r.query, values=dict.fromkeys(symbols, r.values["BTCUSDC"]))
+               for role, r in answers(queries, {"candidate": candidate, "baseline": baseline}).items()}
+    measured = evaluate_trigger(VS_BASELINE, symbols, results, NOW, RAN)
+    assert {m.evidence.alpha for m in measured} == {0.01}  # type: ignore[union-attr]
+    assert measured[0].evidence.upper == pytest.approx(float(among.upper))  # type: ignore[union-attr]
+    assert "over 5 symbols" in measured[0].threshold
+    assert trigger_on(VS_BASELINE, candidate, baseline).evidence.alpha == 0.05  # type: ignore[union-attr]
+
+
 def test_an_error_in_any_role_is_an_error() -> None:
     queries = gate_queries(GATE, ["BTCUSDC"], RAN)
     results = answers(queries, {"candidate": stats(BASE), "baseline": stats(BASE)})
