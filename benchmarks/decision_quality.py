@@ -37,6 +37,7 @@ is then decided by `engine.decide` from the Measurements `gates.evaluate_*` prod
     .venv/bin/python benchmarks/decision_quality.py          # 400 runs per cell (BENCH_RUNS=N)
     BENCH_QUICK=1 .venv/bin/python benchmarks/decision_quality.py   # 60 runs, fewer cells: < 2 min
     BENCH_PARTS=canary (or shadow) runs one half
+    BENCH_STREAMS=ar1 BENCH_RATES=20 BENCH_RUNS=4000 ...   # some cells, with more runs for a tighter interval
 """
 
 from __future__ import annotations
@@ -458,6 +459,9 @@ def main() -> None:
     cells = [(s, r, m) for s in STREAMS for r in RATES for m in RATIOS]
     if quick:
         cells = [(s, 20, 0.1) for s in STREAMS] + [("iid", 5, 0.05), ("iid", 60, 0.2)]
+    streams, rates = os.environ.get("BENCH_STREAMS"), os.environ.get("BENCH_RATES")  # e.g. ar1 and 20
+    cells = [(s, r, m) for s, r, m in cells if (not streams or s in streams.split(","))
+             and (not rates or str(r) in rates.split(","))]
     parts = os.environ.get("BENCH_PARTS", "canary,shadow").split(",")  # e.g. BENCH_PARTS=shadow
     for stream, rate, ratio in cells if "canary" in parts else []:
         canary_cell(rng, stream, rate, ratio, runs, decided)
