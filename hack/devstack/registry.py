@@ -16,7 +16,7 @@ from mlflow.entities import Metric, RunTag
 def log_sweep(tracking_uri: str, experiment: str, symbols: Sequence[str], *, folds: int = 13, lift: float = 0.05,
               seed: int = 0) -> int:
     """One run per (symbol, fold, variant); the candidate's f1_buy is `lift` higher on average."""
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # never the process-wide registry URI
     experiment_id = client.get_experiment_by_name(experiment)
     experiment_id = experiment_id.experiment_id if experiment_id else client.create_experiment(experiment)
     rng = np.random.default_rng(seed)
@@ -39,7 +39,7 @@ def log_sweep(tracking_uri: str, experiment: str, symbols: Sequence[str], *, fol
 
 def register_models(tracking_uri: str, template: str, strategy: str, symbols: Sequence[str]) -> dict[str, dict[str, str]]:
     """Per symbol: version 1 is the champion, version 2 the candidate; returns name -> alias -> version."""
-    client = MlflowClient(tracking_uri)
+    client = MlflowClient(tracking_uri, registry_uri=tracking_uri)  # never the process-wide registry URI
     experiment = client.get_experiment_by_name("model-training") or client.get_experiment(
         client.create_experiment("model-training"))
     registered: dict[str, dict[str, str]] = {}

@@ -257,7 +257,7 @@ class Scenario:
         """The champion alias's version of each symbol's registered model."""
         from mlflow import MlflowClient
 
-        client = MlflowClient(self.mlflow_url)
+        client = MlflowClient(self.mlflow_url, self.mlflow_url)
         return {symbol: client.get_model_version_by_alias(
             TEMPLATE.replace("{symbol}", symbol).replace("{strategy}", self.strategy), "champion").version
             for symbol in SYMBOLS}

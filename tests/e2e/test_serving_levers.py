@@ -67,7 +67,7 @@ class Served:
         return sum(found) if found else None
 
     def champions(self) -> dict[str, str]:
-        client = MlflowClient(self.mlflow.url)
+        client = MlflowClient(self.mlflow.url, self.mlflow.url)
         return {symbol: client.get_model_version_by_alias(f"cvntrade_XGBoost_{symbol}_{self.scenario.strategy}",
                                                           "champion").version for symbol in SERVED}
 

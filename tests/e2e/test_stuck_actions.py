@@ -119,7 +119,7 @@ def test_five_minutes_of_mlflow_outage_under_a_live_rollback_cost_a_bounded_numb
                 break
             status = tick()
         assert status.phase == "RolledBack", status.message
-        client = MlflowClient(mlflow[-1].url)
+        client = MlflowClient(mlflow[-1].url, mlflow[-1].url)
         assert {client.get_model_version_by_alias(TEMPLATE.replace("{symbol}", s).replace("{strategy}", strategy),
                                                   "champion").version for s in SYMBOLS} == {"1"}
     finally:

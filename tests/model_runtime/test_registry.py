@@ -75,7 +75,7 @@ def test_sweep_logs_paired_rows_and_a_rerun_replaces_them(mlflow_server):
     args = ["sweep", "--tracking-uri", mlflow_server.url, "--experiment", "mr-sweep", "--symbols", "BTCUSDC,SOLUSDC",
             "--strategy", "sw", "--rows", "4000", "--rounds", "20", "--folds", "3"]
     assert main(args) == 0
-    client = MlflowClient(mlflow_server.url)
+    client = MlflowClient(mlflow_server.url, mlflow_server.url)
     experiment = client.get_experiment_by_name("mr-sweep").experiment_id
     runs = client.search_runs([experiment], max_results=1000)
     assert len(runs) == 2 * 2 * 3
