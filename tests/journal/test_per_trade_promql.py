@@ -7,6 +7,7 @@ window's own trades, with no counter reset."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import statistics
 import subprocess
@@ -152,6 +153,32 @@ def trade_for(seconds: float, engine: sa.Engine, rng: random.Random) -> list[Clo
     return written
 
 
+def read_the_window(provider: PrometheusProvider, window_start: float) -> tuple[str, dict[str, float | None]]:
+    """The candidate's count and expectancy over a window from `window_start` (monotonic) to now.
+
+    A scrape that fails (its 1 s timeout, on a starved machine) leaves the exporter's series, and so
+    the recorded counters, stale until the next scrape: one look at that instant, now or at the
+    window's start, reads no data, as a trigger's does then (no data, never a verdict). So a look
+    without a count is asked again for up to 20 s, with the window's start moved up to 2 s later
+    into the 6 s quiet gap it starts in (never earlier: the counters lag the journal by a refresh,
+    a scrape and a rule evaluation), so every window tried has the same trades. A counter reset
+    inside the window reads no count in every one of them."""
+    deadline = time.monotonic() + 20
+    for attempt in itertools.count():
+        later = attempt % 3
+        seconds = f"{round(time.monotonic() - window_start) - later}s"
+        figures = {}
+        for name in ("count", "expectancy"):
+            result = provider.query(render_query(per_trade_queries("candidate")[name], symbols=["ETHUSDC"],
+                                                 window=seconds, variant="candidate"))
+            assert result.error is None, result.error
+            figures[name] = result.values.get("ETHUSDC")
+        if figures["count"] is not None or time.monotonic() > deadline:
+            return seconds, figures
+        time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 def test_a_trigger_reads_the_windows_trades_across_an_exporter_restart(postgres_journal_url: str,
                                                                         tmp_path: Path) -> None:
     """History, a quiet gap, trades, the exporter restarts, more trades: the window that starts
@@ -181,14 +208,9 @@ def test_a_trigger_reads_the_windows_trades_across_an_exporter_restart(postgres_
             assert time.monotonic() < deadline, "Prometheus never saw every trade"
             time.sleep(0.5)
 
-        seconds = f"{round(time.monotonic() - window_start)}s"
-        figures = {}
-        for name in ("expectancy", "count"):
-            result = provider.query(render_query(per_trade_queries("candidate")[name], symbols=["ETHUSDC"],
-                                                 window=seconds, variant="candidate"))
-            assert result.error is None, result.error
-            figures[name] = result.values.get("ETHUSDC")
-        assert figures["count"] == len(window) > 10
+        seconds, figures = read_the_window(provider, window_start)
+        failed_scrapes = provider.query("count_over_time(up[2m]) - sum_over_time(up[2m])").values
+        assert figures["count"] == len(window) > 10, (figures, seconds, f"failed scrapes: {failed_scrapes}")
         assert figures["expectancy"] == pytest.approx(statistics.fmean(t.pnl_net for t in window), rel=1e-9)
         for name, _, _ in OUTCOME_COUNTERS:
             resets = provider.query(f'resets({name}_total{{symbol="ETHUSDC",variant="candidate"}}[{seconds}])')
