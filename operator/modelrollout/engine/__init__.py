@@ -42,20 +42,16 @@ from modelrollout.engine.cycle import (
     Work,
     cycle_due,
     decide,
-    due_actions,
     gate_verdict,
     invalid,
     is_handled,
     last_valid_spec,
-    levers_touched,
-    mark_action,
-    pending_actions,
     plan_measurements,
-    retry_delay,
-    revision_of,
     rollback_now,
     schedule,
 )
+from modelrollout.engine.levers import due_actions, levers_touched, mark_action, pending_actions, retry_delay
+from modelrollout.engine.position import revision_of
 
 __all__ = [
     "PAUSED_BY_SPEC",

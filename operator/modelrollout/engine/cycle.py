@@ -6,20 +6,25 @@ shell, the plugin and the tests use.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from modelrollout.engine.levers import (
+    Planner,
+    champion_move,
+    levers_touched,
+    pending_actions,
+    revert,
+    switch,
+)
+from modelrollout.engine.position import current_stage, guarded_stage, revision_of, stage_index
 from modelrollout.observation import Observation, Request
 from modelrollout.replay import alarming, describe
 from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, Stage, parse_duration, stage_duration
 from modelrollout.status import (
     TERMINAL_PHASES,
-    Action,
-    ActionType,
     ApprovalRecord,
     BaselineReplay,
     Condition,
@@ -38,8 +43,6 @@ HISTORY_LIMIT = 50
 HANDLED_REQUESTS_LIMIT = 20
 PAUSED_BY_SPEC = "paused by spec.paused; rollback triggers keep running"
 VERDICT_SEVERITY: dict[Verdict, int] = {"Pass": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}
-RETRY_FIRST = timedelta(seconds=1)
-RETRY_CAP = timedelta(minutes=5)
 
 
 @dataclass(frozen=True)
@@ -67,12 +70,6 @@ class MeasurementPlan:
     gates_since: datetime | None = None  # the current stage's start: gate windows are cut to it
     triggers_since: datetime | None = None  # the live stage's start: trigger windows and sequential tests begin there
     replay: bool = False  # replay the plan over the baseline's history (once per revision)
-
-
-def revision_of(spec: ModelRolloutSpec) -> str:
-    """A short hash of what is rolled out; cosmetic fields (description, interval, paused) excluded."""
-    payload = json.dumps(spec.rollout_revision_fields(), sort_keys=True).encode()
-    return hashlib.sha256(payload).hexdigest()[:12]
 
 
 def gate_verdict(measurements: Iterable[Measurement]) -> Verdict:
@@ -133,7 +130,7 @@ def schedule(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Schedule:
                         trigger_period=period)
     last = status.last_evaluated_at
     gates_at = _ALREADY if last is None else last + parse_duration(spec.analysis.interval)
-    guarded = _guarded_stage(spec, status)
+    guarded = guarded_stage(spec, status)
     triggers_at = None
     if guarded is not None and guarded.rollback_triggers:
         checked = status.last_triggers_evaluated_at
@@ -156,7 +153,7 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     timing = schedule(spec, status)
     gates_due = now is None or timing.gates_due(now)
     triggers_due = gates_due or (now is not None and timing.triggers_due(now, triggers_checked_at))
-    guarded = _guarded_stage(spec, status) if triggers_due else None
+    guarded = guarded_stage(spec, status) if triggers_due else None
     if refused:
         return MeasurementPlan(gates=None, triggers=guarded, versions=False, triggers_since=_live_since(status))
     replay = gates_due and spec.analysis.replay.enabled and (  # once per revision, on a gate cycle (it is costly)
@@ -167,7 +164,7 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
                                versions=first.type != "shadow" and not first.approval.required, replay=replay)
     if status.phase in TERMINAL_PHASES or status.phase == "RollingBack":
         return MeasurementPlan(gates=None, triggers=None, versions=False)
-    stage = _stage(spec, status)
+    stage = current_stage(spec, status)
     gates = stage if gates_due and status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
     return MeasurementPlan(gates=gates, triggers=guarded,
                            versions=gates_due and _lever_stage_may_begin(spec, status, stage, now),
@@ -255,48 +252,6 @@ def rollback_now(spec: ModelRolloutSpec, status: ModelRolloutStatus, reason: str
     return Decision(status=engine.status, events=tuple(engine.events))
 
 
-def mark_action(status: ModelRolloutStatus, action_id: str, now: datetime, error: str = "") -> ModelRolloutStatus:
-    """Record one attempt of a planned action: Done, or still Pending with the error and its next try."""
-    new = status.model_copy(deep=True)
-    for action in new.actions:
-        if action.id == action_id:
-            action.attempts += 1
-            action.last_error = error
-            if error:
-                action.next_attempt_at = now + retry_delay(action.attempts)
-            else:
-                action.state, action.done_at, action.next_attempt_at = "Done", now, None
-    return new
-
-
-def retry_delay(failures: int) -> timedelta:
-    """How long an action waits after its `failures`-th failed try: 1 s, doubling, capped at 5 minutes.
-
-    Exponential, so an outage of an hour costs about twenty tries (each one status write and one more
-    count on one aggregated Event), not one per tick; capped, so a lever is tried again within
-    minutes of the outage's end. A new plan (an abort, a breach) is a new action: it is tried at once.
-    """
-    if failures <= 0:
-        return timedelta(0)
-    doubled: timedelta = RETRY_FIRST * (1 << min(failures - 1, 30))
-    return min(RETRY_CAP, doubled)
-
-
-def due_actions(status: ModelRolloutStatus, now: datetime, *, refused: bool = False) -> list[Action]:
-    """The pending actions to carry out now, in order: up to the first still waiting for its next try
-    (later ones wait behind it: order matters). Under a `refused` spec it stops at the first forward
-    action of a rollout not yet Completed: nothing moves further than the status says under a spec
-    that cannot be judged (a Completed rollout's record in MLflow is no further)."""
-    due = []
-    for action in pending_actions(status):
-        waiting = action.next_attempt_at is not None and action.next_attempt_at > now
-        held = refused and action.reason != "rollback" and status.phase != "Completed"
-        if waiting or held:
-            break
-        due.append(action)
-    return due
-
-
 def cycle_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime,
               triggers_checked_at: datetime | None = None) -> Work | None:
     """Whether a reconcile cycle has work now, and which (requests and spec changes aside): see `Schedule`."""
@@ -320,15 +275,6 @@ def _remember(handled: list[str], key: str) -> list[str]:
     return [k for k in kept if k in recent or k in latest.values()]
 
 
-def pending_actions(status: ModelRolloutStatus) -> list[Action]:
-    return [a for a in status.actions if a.state == "Pending"]
-
-
-def levers_touched(status: ModelRolloutStatus) -> bool:
-    """Whether anything live was ever moved towards the candidate in the current attempt."""
-    return bool(status.symbols_on_candidate) or status.promoted_at is not None
-
-
 @dataclass
 class _Engine:
     spec: ModelRolloutSpec
@@ -339,13 +285,11 @@ class _Engine:
     refused: str = ""  # why the spec on the object is refused; `spec` is then the last valid one
     gate_cycle: bool = True  # the gate interval has come (or gates were measured): the shown triggers are refreshed
     events: list[Event] = field(default_factory=list)
-    last_action: int = 0
     deciding: HumanDecision | None = None  # an accepted request, until the history entry it caused records it
+    planner: Planner = field(init=False)
 
     def __post_init__(self) -> None:
-        # Number from the input's highest id, so an action superseded (dropped) or cleared in this cycle never
-        # lends its id to a different one: a late mark_action of it then matches nothing.
-        self.last_action = max((int(a.id.split("-")[0]) for a in self.status.actions), default=0)
+        self.planner = Planner.after(self.status.actions, self.now)
 
     # -- the cycle ---------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> None:
@@ -556,7 +500,7 @@ class _Engine:
         self.start_rollback(f"aborted by {_who(request)}")
 
     def promote(self, request: Request) -> None:
-        stage = _stage(self.spec, self.status)
+        stage = current_stage(self.spec, self.status)
         if self.status.phase != "AwaitingApproval" or stage is None:
             self.refuse(request, "ApprovalRejected", f"ignored: rollout is {self.status.phase}, not awaiting approval")
             return
@@ -586,7 +530,7 @@ class _Engine:
             self.reset_attempt()
             self.enter_stage(0, f"retried by {_who(request)} with new sweep evidence")
         elif phase == "RolledBack" and self.status.rollback is not None:
-            index = _stage_index(self.spec, self.status.rollback.stage)
+            index = stage_index(self.spec, self.status.rollback.stage)
             self.reset_attempt()
             self.enter_stage(index, f"retried by {_who(request)}: stage {self.spec.stages[index].name} from scratch")
         elif phase in ("Paused", "Degraded"):
@@ -627,51 +571,20 @@ class _Engine:
                 self.status.versions = observed.model_copy(deep=True)
             self.status.versions.candidate = dict(observed.candidate)
             self.status.versions.candidate_runs = dict(observed.candidate_runs)
+            self.status.actions.append(switch(self.planner, self.spec, stage))
+            self.status.live_since = self.now
         if stage.type == "canary":
             symbols = self.spec.stage_symbols(stage)
-            self.plan("setFlag", self.configmap(), reason=f"canary {stage.name}",
-                      flags={self.spec.change.override_key(s): self.spec.change.candidate for s in symbols},
-                      undo=self.baseline_flags())
             self.status.symbols_on_candidate = sorted(set(self.status.symbols_on_candidate) | set(symbols))
-        elif stage.type == "full":
-            self.plan_promotion(stage)
-        if stage.type != "shadow":
-            self.status.live_since = self.now
+        elif stage.type == "full":  # every symbol, by the flag alone (see `levers.switch`); the sunset clock starts
+            self.status.symbols_on_candidate = sorted(self.spec.symbols)
+            self.status.promoted_at = self.now
+            self.status.sunset_at = self.sunset_time()
         self.set_phase("Watching" if stage.type == "full" else "Progressing", f"{why}; stage {stage.name} started",
                        event_reason="StageStarted")
 
-    def plan_promotion(self, stage: Stage) -> None:
-        """Switch every symbol by the flag alone: the registry keeps the champion until the rollout completes,
-        so until then reverting the ConfigMap alone brings the baseline back (MLflow up or not), and a paper
-        baseline that follows `champion` stays the real baseline for the full stage's comparisons."""
-        change = self.spec.change
-        flags = {change.key: change.candidate} | {change.override_key(s): change.candidate for s in self.spec.symbols}
-        self.plan("setFlag", self.configmap(), reason=f"promote {stage.name}", flags=flags, undo=self.baseline_flags())
-        self.status.symbols_on_candidate = sorted(self.spec.symbols)
-        self.status.promoted_at = self.now
-        self.status.sunset_at = self.sunset_time()
-
-    def plan_champion_move(self, stage: Stage) -> None:
-        """On completion, MLflow records what was accepted: `champion` to the candidate version that passed
-        (the one recorded when the stage began, not whatever `candidate` points at now), the old champion to
-        `previous`, the feature artifact run pinned. From then on the champion serves every symbol whose flag
-        selects its loss, so a retrain that moves `candidate` reaches live traffic only through a new rollout."""
-        models, versions = self.spec.models, self.status.versions
-        for name in dict.fromkeys(models.registered_model(s) for s in self.spec.symbols):
-            candidate = versions.candidate.get(name)
-            if candidate is None:
-                continue
-            if name in versions.champion:
-                self.plan("moveAlias", name, reason=f"complete {stage.name}", alias=models.aliases.previous,
-                          value=versions.champion[name])
-            self.plan("moveAlias", name, reason=f"complete {stage.name}", alias=models.aliases.champion,
-                      value=candidate)
-            if models.feature_artifact.enabled and name in versions.candidate_runs:
-                self.plan("pinFeatures", name, reason=f"complete {stage.name}", alias=models.feature_artifact.tag,
-                          value=versions.candidate_runs[name])
-
     def evaluate_gates(self) -> None:
-        stage = _stage(self.spec, self.status)
+        stage = current_stage(self.spec, self.status)
         measured = self.observation.gates
         if stage is None or self.status.stage_started_at is None or measured is None:
             return
@@ -733,7 +646,7 @@ class _Engine:
             self.enter_stage(index + 1, f"stage {stage.name} passed")
             return
         self.status.counters = Counters()
-        self.plan_champion_move(stage)
+        self.status.actions += champion_move(self.planner, self.spec, self.status.versions, stage)
         self.set_phase("Completed", self.completed_message(), event_reason="Completed")
 
     def completed_message(self) -> str:
@@ -765,27 +678,9 @@ class _Engine:
         # Pending forward actions are superseded; one may have landed just before a crash, so its undo counts too.
         self.status.actions = [a for a in self.status.actions if a.state == "Done"]
         if levers_touched(self.status):
-            for step in self.spec.rollback.order:
-                self.plan_revert(step, forward)
+            self.status.actions += revert(self.planner, self.spec, self.status.versions, forward)
         self.set_phase("RollingBack", f"rolling back: {reason}", event_reason="RollingBack", warning=True)
         self.finish_rollback_if_done()
-
-    def plan_revert(self, step: str, forward: Sequence[Action]) -> None:
-        """Revert to what was recorded when the levers moved, not to what the spec says now."""
-        models, versions = self.spec.models, self.status.versions
-        if step == "configMap":
-            by_target: dict[str, dict[str, str]] = {}
-            for action in forward:
-                if action.type == "setFlag":
-                    by_target.setdefault(action.target, {}).update(action.undo)
-            for target, flags in sorted(by_target.items()):
-                self.plan("setFlag", target, reason="rollback", flags=flags)
-        elif step == "mlflowAlias":
-            for name, version in sorted(versions.champion.items()):
-                self.plan("moveAlias", name, reason="rollback", alias=models.aliases.champion, value=version)
-        elif step == "featureArtifact" and models.feature_artifact.enabled:
-            for name, run in sorted(versions.feature_runs.items()):
-                self.plan("pinFeatures", name, reason="rollback", alias=models.feature_artifact.tag, value=run)
 
     def finish_rollback_if_done(self) -> None:
         pending = pending_actions(self.status)
@@ -829,24 +724,8 @@ class _Engine:
             self.set_condition("SunsetDue", "False", "NewAttempt", "")
 
     # -- bookkeeping ---------------------------------------------------------------------
-    def plan(self, type_: ActionType, target: str, *, reason: str, alias: str = "", value: str = "",
-             flags: dict[str, str] | None = None, undo: dict[str, str] | None = None) -> None:
-        self.last_action += 1
-        self.status.actions.append(Action(
-            id=f"{self.last_action:04d}-{type_}", type=type_, target=target, value=value, alias=alias,
-            flags=dict(flags or {}), undo=dict(undo or {}), reason=reason, planned_at=self.now))
-
-    def baseline_flags(self) -> dict[str, str]:
-        """Every key the rollout may set, at its baseline value: what a revert writes back."""
-        change = self.spec.change
-        return {change.key: change.baseline} | {change.override_key(s): change.baseline for s in self.spec.symbols}
-
     def running_phase(self) -> Phase:
         return "Watching" if self.status.promoted_at else "Progressing"
-
-    def configmap(self) -> str:
-        ref = self.spec.change.config_map
-        return f"{ref.namespace}/{ref.name}" if ref.namespace else ref.name
 
     def sunset_time(self) -> datetime | None:
         accountability = self.spec.accountability
@@ -891,36 +770,6 @@ class _Engine:
             self.set_condition("Invalid", "False", "SpecValid", "")
         if phase == "Degraded":
             self.set_condition("Degraded", "True", "Holding", self.status.message)
-
-
-def _stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | None:
-    index = status.stage_index
-    if 0 <= index < len(spec.stages) and spec.stages[index].name == status.stage:
-        return spec.stages[index]
-    return None
-
-
-def _stage_index(spec: ModelRolloutSpec, name: str) -> int:
-    return next((i for i, s in enumerate(spec.stages) if s.name == name), 0)
-
-
-def _guarded_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | None:
-    """The stage whose rollback triggers are checked now: the live one, while the rollout runs."""
-    if not status.revision or status.phase in TERMINAL_PHASES or status.phase == "RollingBack":
-        return None
-    return _live_stage(spec, status)
-
-
-def _live_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Stage | None:
-    """The stage whose rollback triggers guard what is live now (none while nothing is live)."""
-    if not levers_touched(status):
-        return None
-    stage = _stage(spec, status)
-    not_begun = status.phase == "AwaitingApproval" or status.stage_started_at is None
-    if not_begun or stage is None or stage.type == "shadow":  # the last lever stage that began guards
-        started = [s for s in spec.stages[: status.stage_index] if s.type != "shadow"]
-        return started[-1] if started else None
-    return stage
 
 
 def _condition(status: ModelRolloutStatus, type_: str) -> str | None:
