@@ -37,21 +37,16 @@ from modelrollout.engine.cycle import (
     PAUSED_BY_SPEC,
     Decision,
     Event,
-    MeasurementPlan,
-    Schedule,
-    Work,
-    cycle_due,
     decide,
     gate_verdict,
     invalid,
     is_handled,
     last_valid_spec,
-    plan_measurements,
     rollback_now,
-    schedule,
 )
 from modelrollout.engine.levers import due_actions, levers_touched, mark_action, pending_actions, retry_delay
 from modelrollout.engine.position import revision_of
+from modelrollout.engine.schedule import MeasurementPlan, Schedule, Work, cycle_due, plan_measurements, schedule
 
 __all__ = [
     "PAUSED_BY_SPEC",
