@@ -33,12 +33,12 @@ operator refuses mid-rollout is decided under the last valid one (`last_valid_sp
 progresses, but triggers, abort and any revert go on (`cycle`'s guard).
 """
 
+from modelrollout.engine.assessment import gate_verdict
 from modelrollout.engine.cycle import (
     PAUSED_BY_SPEC,
     Decision,
     Event,
     decide,
-    gate_verdict,
     invalid,
     is_handled,
     last_valid_spec,

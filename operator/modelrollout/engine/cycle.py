@@ -6,11 +6,12 @@ shell, the plugin and the tests use.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Literal
 
+from modelrollout.engine.assessment import assess_gates, assess_replay, assess_triggers
 from modelrollout.engine.levers import (
     Planner,
     champion_move,
@@ -22,8 +23,7 @@ from modelrollout.engine.levers import (
 from modelrollout.engine.position import current_stage, revision_of, stage_index
 from modelrollout.engine.schedule import analysis_due
 from modelrollout.observation import Observation, Request
-from modelrollout.replay import alarming, describe
-from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, Stage, parse_duration, stage_duration
+from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import (
     TERMINAL_PHASES,
     ApprovalRecord,
@@ -32,18 +32,15 @@ from modelrollout.status import (
     Counters,
     HistoryEntry,
     HumanDecision,
-    Measurement,
     ModelRolloutStatus,
     ModelVersions,
     Phase,
     RollbackRecord,
-    Verdict,
 )
 
 HISTORY_LIMIT = 50
 HANDLED_REQUESTS_LIMIT = 20
 PAUSED_BY_SPEC = "paused by spec.paused; rollback triggers keep running"
-VERDICT_SEVERITY: dict[Verdict, int] = {"Pass": 0, "Inconclusive": 1, "Error": 2, "Fail": 3}
 
 
 @dataclass(frozen=True)
@@ -59,14 +56,6 @@ class Event:
 class Decision:
     status: ModelRolloutStatus
     events: tuple[Event, ...] = ()
-
-
-def gate_verdict(measurements: Iterable[Measurement]) -> Verdict:
-    """The worst verdict of a set (Fail > Error > Inconclusive > Pass); no measurement at all is Inconclusive."""
-    verdicts = [m.verdict for m in measurements]
-    if not verdicts:
-        return "Inconclusive"
-    return max(verdicts, key=lambda v: VERDICT_SEVERITY[v])
 
 
 def decide(
@@ -218,50 +207,29 @@ class _Engine:
         self.evaluate_gates()
 
     def record_replay(self, revision: str) -> None:
-        """Advisory, never a hold: the plan's rules replayed over the baseline's own history, as a condition
-        and (when a rule would have fired on the baseline too often) a Warning the owner sees at the start.
-        Done once per revision; a history that could not be read is said so, not retried."""
-        replay, settings = self.observation.replay, self.spec.analysis.replay
+        """The baseline replay, once per revision (`assessment.assess_replay`); a history that could not be
+        read is said so, not retried."""
+        replay = self.observation.replay
         if replay is None:
             return
-        errors = [f.note for f in replay if f.note.startswith("error")]
-        self.status.baseline_replay = BaselineReplay(revision=revision, at=self.now, since=settings.since,
-                                                     findings=list(replay), error=errors[0] if errors else "")
-        if errors and len(errors) == len(replay):
-            self.set_condition("BaselineReplay", "Unknown", "HistoryUnavailable",
-                               f"the baseline's history could not be read ({errors[0]}); run kubectl modelrollout "
-                               f"replay when it can")
-            return
-        lengths = {s.name: stage_duration(s) for s in self.spec.stages}
-        loud = alarming(replay, settings.warn_above)
-        if not loud:
-            self.set_condition("BaselineReplay", "True", "QuietOnBaseline",
-                               f"no rule would have fired against the baseline in more than {settings.warn_above:.0%} "
-                               f"of the windows of the last {settings.since}")
-            return
-        message = "; ".join(describe(f, lengths[f.stage]) for f in loud[:3]) + (
-            f" (and {len(loud) - 3} more)" if len(loud) > 3 else "")
-        self.set_condition("BaselineReplay", "False", "WouldFireOnBaseline", message)
-        self.events.append(Event("Warning", "BaselineReplay",
-                                 f"replayed on the baseline's last {settings.since}: {message}"))
+        judged = assess_replay(self.spec, replay)
+        self.status.baseline_replay = BaselineReplay(revision=revision, at=self.now, since=self.spec.analysis.replay.since,
+                                                     findings=list(replay), error=judged.error)
+        self.set_condition("BaselineReplay", *judged.condition)
+        if judged.warning:
+            self.events.append(Event("Warning", "BaselineReplay", judged.warning))
 
     def check_triggers(self) -> None:
-        """Rule 2: a breached rollback trigger rolls back at once (once: never again while reverting or after).
-
-        The measurements shown in `.status.triggers` are replaced on a gate cycle (which writes anyway), on
-        a breach, or when a verdict changed; a trigger check that finds the same verdicts changes nothing.
-        """
+        """Rule 2: a breached rollback trigger rolls back at once (once: never again while reverting or after)."""
         measured = self.observation.triggers
         if measured is None or self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
             return
-        breached = [m for m in measured if m.verdict == "Fail" and not m.dry_run]
-        if breached or self.gate_cycle or _verdicts(measured) != _verdicts(self.status.triggers):
+        judged = assess_triggers(measured, self.status.triggers, gate_cycle=self.gate_cycle)
+        if judged.shown:
             self.status.triggers = list(measured)
             self.status.last_triggers_evaluated_at = self.now
-        if breached:
-            first = breached[0]
-            self.start_rollback(f"rollback trigger {first.name} breached for {first.symbol}: "
-                                f"{_fmt(first.value)} ({first.threshold})")
+        if judged.breach:
+            self.start_rollback(judged.breach)
 
     # -- a refused spec ------------------------------------------------------------------
     def guard(self, requests: Sequence[Request]) -> None:
@@ -452,60 +420,29 @@ class _Engine:
                        event_reason="StageStarted")
 
     def evaluate_gates(self) -> None:
+        """Rule 6, as `assessment.assess_gates` judges the measured gates against the stage's limits."""
         stage = current_stage(self.spec, self.status)
-        measured = self.observation.gates
-        if stage is None or self.status.stage_started_at is None or measured is None:
+        measured, started = self.observation.gates, self.status.stage_started_at
+        if stage is None or started is None or measured is None:
             return
         self.status.gates = list(measured)
         self.status.last_evaluated_at = self.now
-        gates = [m for m in measured if not m.dry_run]  # dry-run gates are shown, never counted
-        by_gate = {g.name: gate_verdict(m for m in gates if m.name == g.name) for g in stage.gates if not g.dry_run}
-        counters, limits = self.status.counters, stage.limits
-        elapsed = self.now - self.status.stage_started_at
-        needed = stage_duration(stage)
-        decisive = elapsed >= needed
-        errors = [n for n, v in by_gate.items() if v == "Error"]
-        failures = [n for n, v in by_gate.items() if v == "Fail"]
-        inconclusive = [n for n, v in by_gate.items() if v == "Inconclusive"]
-        self.status.message = _summary(by_gate)
-        if errors:
-            counters.consecutive_errors += 1
-            why = "; ".join(m.message for m in gates if m.verdict == "Error")[:300]
-            self.set_condition("Degraded", "True", "MeasurementErrors", why)
-            if counters.consecutive_errors > limits.consecutive_error_limit:
-                self.set_phase("Degraded", f"holding: {counters.consecutive_errors} consecutive measurement errors "
-                               f"({', '.join(errors)}): {why}", event_reason="Degraded")
-            else:
-                self.status.message = f"holding: measurement error in {', '.join(errors)}: {why}"
-            return
-        counters.consecutive_errors = 0
-        if self.status.phase == "Degraded":
+        judged = assess_gates(stage, measured, self.status.counters, self.now - started)
+        self.status.counters, self.status.message = judged.counters, judged.summary
+        if not judged.errors and self.status.phase == "Degraded":
             self.set_phase(self.running_phase(), "measurements recovered", event_reason="Recovered")
-        if failures and decisive:
-            counters.failures += 1
-            if counters.failures > limits.failure_limit:
-                self.fail_stage(stage, failures)
-                return
-        if inconclusive:
-            why = "; ".join(m.message for m in gates if m.verdict == "Inconclusive")[:300]
-            self.set_condition("Degraded", "True", "MeasurementsInconclusive", why)
-            # With a maxDuration, a sequential gate may still decide until then: inconclusive counts from there on.
-            if decisive and (not stage.max_duration or elapsed >= parse_duration(stage.max_duration)):
-                counters.inconclusive += 1
-                if counters.inconclusive > limits.inconclusive_limit:
-                    self.set_phase("Paused", f"paused for a human: {counters.inconclusive} inconclusive evaluations "
-                                   f"({', '.join(inconclusive)}): {why}; `kubectl modelrollout retry` resumes",
-                                   event_reason="InconclusiveLimit")
-                    return
-            self.status.message = f"holding: inconclusive {', '.join(inconclusive)}: {why}"
-            return
-        self.set_condition("Degraded", "False", "MeasurementsHealthy", "")
-        if failures or not decisive:
-            if not decisive:
-                left = needed - elapsed
-                self.status.message = f"{_summary(by_gate)}; {_fmt_timedelta(left)} left in {stage.name}"
-            return
-        self.complete_stage(stage)
+        if judged.degraded is not None:
+            self.set_condition("Degraded", *judged.degraded)
+        if judged.outcome == "pass":
+            self.complete_stage(stage)
+        elif judged.outcome == "fail":
+            self.fail_stage(stage, judged.failures)
+        elif judged.outcome == "degrade":
+            self.set_phase("Degraded", judged.message, event_reason="Degraded")
+        elif judged.outcome == "pause":
+            self.set_phase("Paused", judged.message, event_reason="InconclusiveLimit")
+        elif judged.message:
+            self.status.message = judged.message
 
     def complete_stage(self, stage: Stage) -> None:
         index = self.status.stage_index
@@ -522,7 +459,7 @@ class _Engine:
         return (f"fully promoted; sunset review due {sunset:%Y-%m-%d}" if sunset else "fully promoted") + (
             f"; recording the new champion in MLflow ({pending} action(s) left)" if pending else "")
 
-    def fail_stage(self, stage: Stage, failures: list[str]) -> None:
+    def fail_stage(self, stage: Stage, failures: Sequence[str]) -> None:
         why = f"gate(s) {', '.join(failures)} failed in stage {stage.name}"
         if stage.type == "shadow" and not levers_touched(self.status):
             self.status.failed_evidence = self.observation.sweep_fingerprint or ""
@@ -674,24 +611,3 @@ def _who(request: Request) -> str:
 def _decision(request: Request, outcome: Literal["Accepted", "Refused"]) -> HumanDecision:
     return HumanDecision(request=request.key, by=request.by, groups=list(request.groups), ticket=request.ticket,
                          requested_at=request.at, outcome=outcome)
-
-
-def _verdicts(measurements: Iterable[Measurement]) -> list[tuple[str, str, Verdict, bool]]:
-    return [(m.name, m.symbol, m.verdict, m.dry_run) for m in measurements]
-
-
-def _summary(by_gate: dict[str, Verdict]) -> str:
-    return ", ".join(f"{name}={verdict}" for name, verdict in by_gate.items()) or "no gates"
-
-
-def _fmt(value: float | None) -> str:
-    return "no data" if value is None else f"{value:.4g}"
-
-
-def _fmt_timedelta(delta: timedelta) -> str:
-    seconds = max(0, int(delta.total_seconds()))
-    days, rest = divmod(seconds, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, seconds = divmod(rest, 60)
-    return (f"{days}d" if days else "") + (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "") + \
-        f"{seconds}s"
