@@ -40,12 +40,12 @@ from modelrollout.engine.cycle import (
     Event,
     decide,
     invalid,
-    is_handled,
     last_valid_spec,
     rollback_now,
 )
 from modelrollout.engine.levers import due_actions, levers_touched, mark_action, pending_actions, retry_delay
 from modelrollout.engine.position import revision_of
+from modelrollout.engine.requests import is_handled
 from modelrollout.engine.schedule import MeasurementPlan, Schedule, Work, cycle_due, plan_measurements, schedule
 
 __all__ = [

@@ -20,13 +20,27 @@ from modelrollout.engine.levers import (
     revert,
     switch,
 )
-from modelrollout.engine.position import current_stage, revision_of, stage_index
+from modelrollout.engine.position import current_stage, revision_of
+from modelrollout.engine.requests import (
+    Answer,
+    Approve,
+    AwaitVersions,
+    Refuse,
+    Restart,
+    Resume,
+    RollBack,
+    StopAfterRevert,
+    answer,
+    human_decision,
+    is_handled,
+    remember,
+    who,
+)
 from modelrollout.engine.schedule import analysis_due
 from modelrollout.observation import Observation, Request
-from modelrollout.spec import AUTHORITY_FIELD, ModelRolloutSpec, Stage, parse_duration
+from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import (
     TERMINAL_PHASES,
-    ApprovalRecord,
     BaselineReplay,
     Condition,
     Counters,
@@ -39,7 +53,6 @@ from modelrollout.status import (
 )
 
 HISTORY_LIMIT = 50
-HANDLED_REQUESTS_LIMIT = 20
 PAUSED_BY_SPEC = "paused by spec.paused; rollback triggers keep running"
 
 
@@ -120,18 +133,6 @@ def rollback_now(spec: ModelRolloutSpec, status: ModelRolloutStatus, reason: str
     return Decision(status=engine.status, events=tuple(engine.events))
 
 
-def is_handled(status: ModelRolloutStatus, request: Request) -> bool:
-    return request.key in status.handled_requests
-
-
-def _remember(handled: list[str], key: str) -> list[str]:
-    """The last requests handled, always keeping each kind's latest (its annotation stays on the object)."""
-    kept = [k for k in handled if k != key] + [key]
-    latest = {k.split("/", 1)[0]: k for k in kept}
-    recent = kept[-HANDLED_REQUESTS_LIMIT:]
-    return [k for k in kept if k in recent or k in latest.values()]
-
-
 @dataclass
 class _Engine:
     spec: ModelRolloutSpec
@@ -177,9 +178,7 @@ class _Engine:
             self.enter_stage(0, "spec changed after the rollout ended: starting again")
             return
         self.check_triggers()
-        for request in requests:
-            if not is_handled(self.status, request):
-                self.handle(request)
+        self.handle(requests)
         if self.status.phase == "RollingBack":
             self.finish_rollback_if_done()
             return
@@ -248,14 +247,7 @@ class _Engine:
         if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
             rollback.then = "stop"  # no restart under a spec that cannot be used: fixing it starts again
         self.check_triggers()
-        for request in requests:
-            if is_handled(self.status, request):
-                continue
-            if request.kind == "abort":
-                self.handle(request)
-                continue
-            self.status.handled_requests = _remember(self.status.handled_requests, request.key)
-            self.refuse(request, "RequestRejected", f"ignored: the spec is invalid ({refused[:300]})")
+        self.handle(requests)
         if self.status.phase == "RollingBack":
             self.finish_rollback_if_done()
             return
@@ -280,100 +272,53 @@ class _Engine:
             self.events.append(Event("Normal", "SpecValid", message))
 
     # -- requests ------------------------------------------------------------------------
-    def handle(self, request: Request) -> None:
-        """One human request, once: refused unless the apiserver vouched for it and the spec names its author.
+    def handle(self, requests: Sequence[Request]) -> None:
+        """Each request not yet handled, once, as `requests.answer` answers it; recorded whatever the outcome."""
+        for request in requests:
+            if is_handled(self.status, request):
+                continue
+            self.status.handled_requests = remember(self.status.handled_requests, request.key)
+            reply = answer(self.spec, self.status, self.observation, request, self.now, spec_refused=self.refused)
+            if isinstance(reply, Refuse):
+                self.refuse(request, reply)
+                continue
+            self.deciding = human_decision(request, "Accepted")
+            self.apply(request, reply)
+            if self.deciding is not None:  # accepted without a phase change whose history entry carries it
+                _record(self.status, self.now, f"{request.kind} by {who(request)} accepted", self.deciding)
+                self.deciding = None
 
-        The admission policy checked the requester and their authority when the annotation was
-        written; this checks again, against the spec as it is now, so a request written while
-        the policy was missing, or by someone the accountability no longer names, never counts.
-        Whatever the outcome, it is recorded in `.status.history` with who asked and the ticket.
-        """
-        self.status.handled_requests = _remember(self.status.handled_requests, request.key)
-        refusal = self.refusal(request)
-        if refusal:
-            self.refuse(request, "RequestRefused", refusal)
-            return
-        self.deciding = _decision(request, "Accepted")
-        if request.kind == "abort":
-            self.abort(request)
-        elif request.kind == "retry":
-            self.retry(request)
-        else:
-            self.promote(request)
-        if self.deciding is not None:  # accepted without a phase change whose history entry carries it
-            _record(self.status, self.now, f"{request.kind} by {_who(request)} accepted", self.deciding)
-            self.deciding = None
-
-    def refusal(self, request: Request) -> str:
-        if self.observation.requests_unverified:
-            return (f"refused, the requester cannot be verified: {self.observation.requests_unverified}; "
-                    "ask again once it is in place")
-        authority = self.spec.accountability.authority(request.kind)
-        if not authority.allow(request.by, request.groups):
-            return (f"refused: not named in spec.accountability.{AUTHORITY_FIELD[request.kind]} "
-                    f"({authority.describe()})")
-        return ""
-
-    def refuse(self, request: Request, reason: str, message: str, type_: Literal["Normal", "Warning"] = "Warning") -> None:
-        """A request handled without effect: an Event and a history entry say who asked and why it did not count."""
-        self.deciding = None
-        text = f"{request.kind} by {_who(request)}: {message}"
-        self.events.append(Event(type_, reason, text))
-        _record(self.status, self.now, text, _decision(request, "Refused"))
-
-    def abort(self, request: Request) -> None:
-        rollback = self.status.rollback
-        if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
-            # The revert before a restart (the spec changed) is under way: finish it, then stop there.
+    def apply(self, request: Request, reply: Answer) -> None:
+        if isinstance(reply, RollBack):
+            self.start_rollback(reply.reason)
+        elif isinstance(reply, StopAfterRevert):
+            rollback = self.status.rollback
+            assert rollback is not None
             rollback.then = "stop"
-            rollback.reason += f"; aborted by {_who(request)}"
-            self.events.append(Event("Warning", "Aborted", f"abort by {_who(request)}: the rollout ends once the "
-                                                           "revert in progress is done, instead of restarting"))
-            return
-        if self.status.phase in TERMINAL_PHASES or self.status.phase == "RollingBack":
-            self.refuse(request, "AbortIgnored", f"rollout is {self.status.phase}, nothing to abort", "Normal")
-            return
-        self.start_rollback(f"aborted by {_who(request)}")
-
-    def promote(self, request: Request) -> None:
-        stage = current_stage(self.spec, self.status)
-        if self.status.phase != "AwaitingApproval" or stage is None:
-            self.refuse(request, "ApprovalRejected", f"ignored: rollout is {self.status.phase}, not awaiting approval")
-            return
-        if request.stage != stage.name or request.revision != self.status.revision:
-            self.refuse(request, "ApprovalRejected", f"was for stage {request.stage!r} revision {request.revision!r}; "
-                                                     f"awaiting stage {stage.name!r} revision {self.status.revision!r}")
-            return
-        if self.observation.versions is None:
-            # Cannot record the champion it would displace: hold the approval until MLflow answers.
+            rollback.reason += f"; aborted by {reply.by}"
+            self.events.append(Event("Warning", "Aborted", f"abort by {reply.by}: the rollout ends once the revert "
+                                                           "in progress is done, instead of restarting"))
+        elif isinstance(reply, Approve):
+            self.status.approval = reply.approval
+            self.events.append(Event("Normal", "Approved", f"stage {reply.approval.stage} approved by {reply.by}"))
+            self.begin_stage(self.status.stage_index, f"approved by {reply.by}")
+        elif isinstance(reply, AwaitVersions):
             self.deciding = None
             self.status.handled_requests.remove(request.key)
-            self.status.message = f"approved, waiting for MLflow to record the champion: {self.observation.versions_error}"
-            return
-        self.status.approval = ApprovalRecord(stage=stage.name, revision=self.status.revision, by=request.by,
-                                              groups=list(request.groups), at=self.now, requested_at=request.at,
-                                              request=request.key, ticket=request.ticket)
-        self.events.append(Event("Normal", "Approved", f"stage {stage.name} approved by {_who(request)}"))
-        self.begin_stage(self.status.stage_index, f"approved by {_who(request)}")
-
-    def retry(self, request: Request) -> None:
-        phase = self.status.phase
-        if phase == "NotPromoted":
-            fingerprint = self.observation.sweep_fingerprint
-            if fingerprint is None or fingerprint == self.status.failed_evidence:
-                self.refuse(request, "RetryRejected", "the shadow gate needs new sweep evidence")
-                return
+            self.status.message = reply.message
+        elif isinstance(reply, Restart):
             self.reset_attempt()
-            self.enter_stage(0, f"retried by {_who(request)} with new sweep evidence")
-        elif phase == "RolledBack" and self.status.rollback is not None:
-            index = stage_index(self.spec, self.status.rollback.stage)
-            self.reset_attempt()
-            self.enter_stage(index, f"retried by {_who(request)}: stage {self.spec.stages[index].name} from scratch")
-        elif phase in ("Paused", "Degraded"):
+            self.enter_stage(reply.index, reply.why)
+        elif isinstance(reply, Resume):
             self.status.counters = Counters()
-            self.set_phase(self.running_phase(), f"resumed by {_who(request)}")
-        else:
-            self.refuse(request, "RetryIgnored", f"rollout is {phase}", "Normal")
+            self.set_phase(self.running_phase(), reply.why)
+
+    def refuse(self, request: Request, refusal: Refuse) -> None:
+        """A request handled without effect: an Event and a history entry say who asked and why it did not count."""
+        self.deciding = None
+        text = f"{request.kind} by {who(request)}: {refusal.message}"
+        self.events.append(Event("Warning" if refusal.warning else "Normal", refusal.reason, text))
+        _record(self.status, self.now, text, human_decision(request, "Refused"))
 
     # -- stages --------------------------------------------------------------------------
     def enter_stage(self, index: int, why: str) -> None:
@@ -600,14 +545,3 @@ def _set_condition(status: ModelRolloutStatus, type_: str, value: str, reason: s
 def _record(status: ModelRolloutStatus, now: datetime, message: str, decision: HumanDecision | None = None) -> None:
     status.history = (status.history + [HistoryEntry(at=now, stage=status.stage, phase=status.phase,
                                                      message=message, decision=decision)])[-HISTORY_LIMIT:]
-
-
-def _who(request: Request) -> str:
-    """The verified requester, the group they acted as, and the ticket, as messages name them."""
-    return request.by + (f" as {', '.join(request.groups)}" if request.groups else "") + (
-        f" ({request.ticket})" if request.ticket else "")
-
-
-def _decision(request: Request, outcome: Literal["Accepted", "Refused"]) -> HumanDecision:
-    return HumanDecision(request=request.key, by=request.by, groups=list(request.groups), ticket=request.ticket,
-                         requested_at=request.at, outcome=outcome)
