@@ -31,6 +31,17 @@ The full stage switches symbols by the flag alone; the MLflow champion moves onl
 rollout completes, so before that a ConfigMap revert alone brings the baseline back. A spec the
 operator refuses mid-rollout is decided under the last valid one (`last_valid_spec`): nothing
 progresses, but triggers, abort and any revert go on (`cycle`'s guard).
+
+One concern per module, and one entry, `decide`, which applies the rules above in their order:
+* `schedule`: when a rollout needs the operator, and what to measure then (the one "is a cycle due" rule);
+* `assessment`: measurements judged against a stage's limits (gates, triggers, the baseline replay);
+* `requests`: who may ask what, and what each request comes to;
+* `levers`: what is live, and the plans of actions that move it (and their log);
+* `position`: where a rollout stands (its revision, current stage, the stage guarding what is live);
+* `cycle`: `decide` itself, applying what the others judge: stages, reverts, restarts, the guard under a
+  refused spec, and the phase, conditions and history.
+All but `cycle` only read spec, status and measurements and return data. What the shell, the plugin and
+the tests use is named here (`__all__`); the modules' other names are the engine's own.
 """
 
 from modelrollout.engine.assessment import gate_verdict

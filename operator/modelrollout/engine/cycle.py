@@ -1,7 +1,10 @@
-"""The cycle: `decide`, the engine's one entry, applies the rules in order to a copy of the status.
+"""The cycle: `decide`, the engine's one entry, applies the rules in their order (see the package's).
 
-Pending the split by concern, every rule still lives here; `modelrollout.engine` names what the
-shell, the plugin and the tests use.
+What the other modules judge from spec, status and measurements alone (the schedule, the assessment of
+gates, triggers and the replay, the answers to requests, the lever plans), this module applies to a copy of
+the status: stages are entered, begun, completed and failed; a revert starts and finishes; an edit restarts
+the rollout; a refused spec is guarded under the last valid one; and the phase, conditions and history
+record each step. That copy is the only mutable state, held by `_Cycle` for the length of one decision.
 """
 
 from __future__ import annotations
@@ -89,17 +92,17 @@ def decide(
     so the shell writes nothing.
 
     `refused` says why the spec on the object cannot be used; `spec` is then `last_valid_spec(status)`,
-    under which the live levers keep being guarded (see `_Engine.guard`).
+    under which the live levers keep being guarded (see `_Cycle.guard`).
     """
     gate_cycle = analysis_due(spec, status, now)
-    engine = _Engine(spec, status.model_copy(deep=True), observation, now, generation, refused=refused,
-                     gate_cycle=gate_cycle or observation.gates is not None)
-    engine.run(requests)
+    cycle = _Cycle(spec, status.model_copy(deep=True), observation, now, generation, refused=refused,
+                   gate_cycle=gate_cycle or observation.gates is not None)
+    cycle.run(requests)
     if gate_cycle:  # the gate interval restarts on every gate cycle, gates measured or not (none while awaiting)
-        engine.status.last_evaluated_at = now
-    if not refused and revision_of(spec) == engine.status.revision:
-        engine.status.last_valid_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
-    return Decision(status=engine.status, events=tuple(engine.events))
+        cycle.status.last_evaluated_at = now
+    if not refused and revision_of(spec) == cycle.status.revision:
+        cycle.status.last_valid_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
+    return Decision(status=cycle.status, events=tuple(cycle.events))
 
 
 def last_valid_spec(status: ModelRolloutStatus) -> ModelRolloutSpec | None:
@@ -120,21 +123,21 @@ def invalid(status: ModelRolloutStatus, message: str, now: datetime, generation:
         return Decision(status=new)
     new.phase = "Invalid"
     new.message = message
-    _set_condition(new, "Invalid", "True", "SpecInvalid", message, now)
-    _record(new, now, f"invalid spec: {message}")
-    return Decision(status=new, events=(Event("Warning", "InvalidSpec", message),))
+    return Decision(status=new, events=(_mark_invalid(new, message, now),))
 
 
 def rollback_now(spec: ModelRolloutSpec, status: ModelRolloutStatus, reason: str, now: datetime) -> Decision:
     """Start reverting every live lever (used when a rollout is deleted before it completed)."""
-    engine = _Engine(spec, status.model_copy(deep=True), Observation(), now, status.observed_generation or 0)
-    if engine.status.phase != "RollingBack":
-        engine.start_rollback(reason)
-    return Decision(status=engine.status, events=tuple(engine.events))
+    cycle = _Cycle(spec, status.model_copy(deep=True), Observation(), now, status.observed_generation or 0)
+    if cycle.status.phase != "RollingBack":
+        cycle.start_rollback(reason)
+    return Decision(status=cycle.status, events=tuple(cycle.events))
 
 
 @dataclass
-class _Engine:
+class _Cycle:
+    """One decision under way: the status being decided (a copy), the Events it emits, the actions it plans."""
+
     spec: ModelRolloutSpec
     status: ModelRolloutStatus
     observation: Observation
@@ -184,7 +187,7 @@ class _Engine:
             return
         pending = len(pending_actions(self.status))
         if self.status.phase == "Completed":
-            self.status.message = self.completed_message()
+            self.status.message = _completed_message(self.status)
         if pending:
             if self.status.phase != "Completed":
                 self.status.message = f"applying {pending} planned action(s)"
@@ -240,9 +243,7 @@ class _Engine:
         """
         refused = self.refused
         if _condition_message(self.status, "Invalid") != ("True", refused):
-            self.set_condition("Invalid", "True", "SpecInvalid", refused)
-            _record(self.status, self.now, f"invalid spec: {refused}")
-            self.events.append(Event("Warning", "InvalidSpec", refused))
+            self.events.append(_mark_invalid(self.status, refused, self.now))
         rollback = self.status.rollback
         if self.status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
             rollback.then = "stop"  # no restart under a spec that cannot be used: fixing it starts again
@@ -360,7 +361,7 @@ class _Engine:
         elif stage.type == "full":  # every symbol, by the flag alone (see `levers.switch`); the sunset clock starts
             self.status.symbols_on_candidate = sorted(self.spec.symbols)
             self.status.promoted_at = self.now
-            self.status.sunset_at = self.sunset_time()
+            self.status.sunset_at = _sunset_time(self.spec, self.now)
         self.set_phase("Watching" if stage.type == "full" else "Progressing", f"{why}; stage {stage.name} started",
                        event_reason="StageStarted")
 
@@ -397,12 +398,7 @@ class _Engine:
             return
         self.status.counters = Counters()
         self.status.actions += champion_move(self.planner, self.spec, self.status.versions, stage)
-        self.set_phase("Completed", self.completed_message(), event_reason="Completed")
-
-    def completed_message(self) -> str:
-        sunset, pending = self.status.sunset_at, len(pending_actions(self.status))
-        return (f"fully promoted; sunset review due {sunset:%Y-%m-%d}" if sunset else "fully promoted") + (
-            f"; recording the new champion in MLflow ({pending} action(s) left)" if pending else "")
+        self.set_phase("Completed", _completed_message(self.status), event_reason="Completed")
 
     def fail_stage(self, stage: Stage, failures: Sequence[str]) -> None:
         why = f"gate(s) {', '.join(failures)} failed in stage {stage.name}"
@@ -477,14 +473,6 @@ class _Engine:
     def running_phase(self) -> Phase:
         return "Watching" if self.status.promoted_at else "Progressing"
 
-    def sunset_time(self) -> datetime | None:
-        accountability = self.spec.accountability
-        if accountability.sunset_after:
-            return self.now + parse_duration(accountability.sunset_after)
-        if accountability.sunset_date:
-            return datetime.combine(accountability.sunset_date, datetime.min.time(), tzinfo=self.now.tzinfo)
-        return None
-
     def check_sunset(self) -> None:
         sunset = self.status.sunset_at
         if sunset is None or self.now < sunset or self.status.phase == "RolledBack":
@@ -545,3 +533,26 @@ def _set_condition(status: ModelRolloutStatus, type_: str, value: str, reason: s
 def _record(status: ModelRolloutStatus, now: datetime, message: str, decision: HumanDecision | None = None) -> None:
     status.history = (status.history + [HistoryEntry(at=now, stage=status.stage, phase=status.phase,
                                                      message=message, decision=decision)])[-HISTORY_LIMIT:]
+
+
+def _mark_invalid(status: ModelRolloutStatus, message: str, now: datetime) -> Event:
+    """Say that the spec is refused, and why: the Invalid condition, a history entry, and the Event to emit."""
+    _set_condition(status, "Invalid", "True", "SpecInvalid", message, now)
+    _record(status, now, f"invalid spec: {message}")
+    return Event("Warning", "InvalidSpec", message)
+
+
+def _completed_message(status: ModelRolloutStatus) -> str:
+    sunset, pending = status.sunset_at, len(pending_actions(status))
+    return (f"fully promoted; sunset review due {sunset:%Y-%m-%d}" if sunset else "fully promoted") + (
+        f"; recording the new champion in MLflow ({pending} action(s) left)" if pending else "")
+
+
+def _sunset_time(spec: ModelRolloutSpec, now: datetime) -> datetime | None:
+    """When the owner must accept or revisit a fully promoted change (`spec.accountability`), if ever."""
+    accountability = spec.accountability
+    if accountability.sunset_after:
+        return now + parse_duration(accountability.sunset_after)
+    if accountability.sunset_date:
+        return datetime.combine(accountability.sunset_date, datetime.min.time(), tzinfo=now.tzinfo)
+    return None
