@@ -27,7 +27,7 @@ from modelrollout.engine import Event, MeasurementPlan
 from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests, rollout_from_body
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
-from modelrollout.observation import Observation, Request, SweepEvidence
+from modelrollout.observation import Observation, SweepEvidence
 from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries, query_key
 from modelrollout.replay import replay_plan
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
@@ -141,8 +141,9 @@ class Controller:
         if fresh:
             rollout, status = self.carry_out(rollout, spec, status, refused=bool(refused))
         # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
-        plan = engine.plan_measurements(spec, status, now, refused=bool(refused), triggers_checked_at=checked)
-        observation = self.observe(rollout.namespace, spec, status, plan, requests, now)
+        plan = engine.plan_measurements(spec, status, now, refused=bool(refused), triggers_checked_at=checked,
+                                        requests=requests)
+        observation = self.observe(rollout.namespace, spec, plan, now)
         if requests:  # the engine counts a request only if the apiserver refuses a forged one right now
             observation = replace(observation, requests_unverified=self.kube.admission_refuses_forgery(rollout, now))
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation, refused=refused)
@@ -204,8 +205,8 @@ class Controller:
         return not engine.pending_actions(status)
 
     # -- measuring -----------------------------------------------------------------------
-    def observe(self, namespace: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, plan: MeasurementPlan,
-                requests: list[Request], now: datetime) -> Observation:
+    def observe(self, namespace: str, spec: ModelRolloutSpec, plan: MeasurementPlan, now: datetime) -> Observation:
+        """Measure what the plan says, nothing more: what to read is the engine's call."""
         mlflow = self.mlflow(spec)
         evidence: dict[str, SweepEvidence] = {}
 
@@ -228,13 +229,10 @@ class Controller:
             measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now, since)
             gates = gates + measured_gates if want_gates and gates is not None else gates
             triggers = triggers + measured_triggers if want_triggers and triggers is not None else triggers
-        if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):
-            for stage in spec.stages:
-                for gate in stage.gates:
-                    if gate.sweep is not None:
-                        sweep(gate.sweep.experiment)
+        for experiment in plan.sweeps:
+            sweep(experiment)
         versions, versions_error = None, None
-        if plan.versions or any(r.kind in ("promote", "retry") for r in requests):
+        if plan.versions:
             try:
                 versions = mlflow.model_versions(spec.models, spec.symbols)
             except MlflowUnavailable as error:

@@ -8,12 +8,15 @@ and MLflow are the slow, rate-limited part of a cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from modelrollout.engine.levers import pending_actions
 from modelrollout.engine.position import current_stage, guarded_stage, revision_of
+from modelrollout.engine.requests import is_handled
+from modelrollout.observation import Request
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration, stage_duration
 from modelrollout.status import TERMINAL_PHASES, ModelRolloutStatus
 
@@ -88,7 +91,7 @@ def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: dateti
 
 @dataclass(frozen=True)
 class MeasurementPlan:
-    """Which stage's gates and which stage's rollback triggers the shell should measure now."""
+    """What the shell should read now: which stage's gates and rollback triggers, and from MLflow."""
 
     gates: Stage | None
     triggers: Stage | None
@@ -96,20 +99,38 @@ class MeasurementPlan:
     gates_since: datetime | None = None  # the current stage's start: gate windows are cut to it
     triggers_since: datetime | None = None  # the live stage's start: trigger windows and sequential tests begin there
     replay: bool = False  # replay the plan over the baseline's history (once per revision)
+    sweeps: tuple[str, ...] = ()  # sweep experiments to read for `Observation.sweep_fingerprint` (a retry's evidence)
 
 
 def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
                       now: datetime | None = None, *, refused: bool = False,
-                      triggers_checked_at: datetime | None = None) -> MeasurementPlan:
+                      triggers_checked_at: datetime | None = None, requests: Sequence[Request] = ()) -> MeasurementPlan:
     """What to measure this cycle, so the shell never queries what the engine will not use.
 
     Gates only when the gate interval has come; triggers when their own interval has
     (`triggers_checked_at`: the shell's last check, see `Schedule`) or with the gates. `now`
-    unknown: assume both are due. MLflow versions are read only on a gate cycle where a lever
+    unknown: assume both are due. MLflow versions are read on a gate cycle where a lever
     stage may begin now: while awaiting approval, when a stage could not begin, or once the
     current stage's minimum time is over and the next stage starts without approval. Under a
     refused spec (`spec` the last valid one) only the triggers guarding what is live are measured.
+
+    `requests` not yet handled add what answering them reads, whatever the cadence: a `promote` or
+    a `retry` the MLflow versions (the stage it approves or re-runs may move levers now), and a
+    `retry` of a rollout that ended NotPromoted every sweep experiment the plan's gates read, whose
+    runs say whether there is new evidence. Under a refused spec they are refused (all but `abort`,
+    which reads nothing), so they add nothing.
     """
+    plan = _timed_plan(spec, status, now, refused=refused, triggers_checked_at=triggers_checked_at)
+    asked = {r.kind for r in requests if not is_handled(status, r)}
+    if refused or not asked & {"promote", "retry"}:
+        return plan
+    sweeps = _sweep_experiments(spec) if status.phase == "NotPromoted" and "retry" in asked else ()
+    return replace(plan, versions=True, sweeps=sweeps)
+
+
+def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime | None, *, refused: bool,
+                triggers_checked_at: datetime | None) -> MeasurementPlan:
+    """What the cadences alone ask for (see `plan_measurements`)."""
     timing = schedule(spec, status)
     gates_due = now is None or timing.gates_due(now)
     triggers_due = gates_due or (now is not None and timing.triggers_due(now, triggers_checked_at))
@@ -129,6 +150,10 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     return MeasurementPlan(gates=gates, triggers=guarded,
                            versions=gates_due and _lever_stage_may_begin(spec, status, stage, now),
                            gates_since=status.stage_started_at, triggers_since=_live_since(status), replay=replay)
+
+
+def _sweep_experiments(spec: ModelRolloutSpec) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(g.sweep.experiment for s in spec.stages for g in s.gates if g.sweep is not None))
 
 
 def _live_since(status: ModelRolloutStatus) -> datetime | None:
