@@ -24,21 +24,7 @@ from modelrollout.engine.levers import (
     switch,
 )
 from modelrollout.engine.position import current_stage, revision_of
-from modelrollout.engine.requests import (
-    Answer,
-    Approve,
-    AwaitVersions,
-    Refuse,
-    Restart,
-    Resume,
-    RollBack,
-    StopAfterRevert,
-    answer,
-    human_decision,
-    is_handled,
-    remember,
-    who,
-)
+from modelrollout.engine.requests import Answer, answer, human_decision, is_handled, remember, who
 from modelrollout.engine.schedule import analysis_due
 from modelrollout.observation import Observation, Request
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
@@ -280,7 +266,7 @@ class _Cycle:
                 continue
             self.status.handled_requests = remember(self.status.handled_requests, request.key)
             reply = answer(self.spec, self.status, self.observation, request, self.now, spec_refused=self.refused)
-            if isinstance(reply, Refuse):
+            if reply.outcome == "refuse":
                 self.refuse(request, reply)
                 continue
             self.deciding = human_decision(request, "Accepted")
@@ -290,31 +276,31 @@ class _Cycle:
                 self.deciding = None
 
     def apply(self, request: Request, reply: Answer) -> None:
-        if isinstance(reply, RollBack):
-            self.start_rollback(reply.reason)
-        elif isinstance(reply, StopAfterRevert):
+        if reply.outcome == "roll back":
+            self.start_rollback(reply.message)
+        elif reply.outcome == "stop after the revert":
             rollback = self.status.rollback
             assert rollback is not None
             rollback.then = "stop"
-            rollback.reason += f"; aborted by {reply.by}"
-            self.events.append(Event("Warning", "Aborted", f"abort by {reply.by}: the rollout ends once the revert "
-                                                           "in progress is done, instead of restarting"))
-        elif isinstance(reply, Approve):
+            rollback.reason += f"; aborted by {who(request)}"
+            self.events.append(Event("Warning", "Aborted", f"abort by {who(request)}: the rollout ends once the "
+                                                           "revert in progress is done, instead of restarting"))
+        elif reply.outcome == "approve":
             self.status.approval = reply.approval
-            self.events.append(Event("Normal", "Approved", f"stage {reply.approval.stage} approved by {reply.by}"))
-            self.begin_stage(self.status.stage_index, f"approved by {reply.by}")
-        elif isinstance(reply, AwaitVersions):
+            self.events.append(Event("Normal", "Approved", f"stage {self.status.stage} approved by {who(request)}"))
+            self.begin_stage(self.status.stage_index, f"approved by {who(request)}")
+        elif reply.outcome == "await MLflow":
             self.deciding = None
             self.status.handled_requests.remove(request.key)
             self.status.message = reply.message
-        elif isinstance(reply, Restart):
+        elif reply.outcome == "restart":
             self.reset_attempt()
-            self.enter_stage(reply.index, reply.why)
-        elif isinstance(reply, Resume):
+            self.enter_stage(reply.index, reply.message)
+        elif reply.outcome == "resume":
             self.status.counters = Counters()
-            self.set_phase(self.running_phase(), reply.why)
+            self.set_phase(self.running_phase(), reply.message)
 
-    def refuse(self, request: Request, refusal: Refuse) -> None:
+    def refuse(self, request: Request, refusal: Answer) -> None:
         """A request handled without effect: an Event and a history entry say who asked and why it did not count."""
         self.deciding = None
         text = f"{request.kind} by {who(request)}: {refusal.message}"

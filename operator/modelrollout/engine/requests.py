@@ -21,60 +21,27 @@ HANDLED_REQUESTS_LIMIT = 20
 
 
 @dataclass(frozen=True)
-class Refuse:
-    """Handled without effect: an Event of `reason` and a history entry say who asked and why it did not count."""
+class Answer:
+    """What one request comes to; the cycle carries it out and records it.
 
-    reason: str
-    message: str
+    * refuse: handled without effect; an Event (`reason`, a Warning unless `warning` is off) and a history
+      entry say who asked and why it did not count (`message`);
+    * roll back: `abort`; every live lever is reverted now, because `message`;
+    * stop after the revert: `abort` while the revert before a restart (the spec changed) is under way; it
+      finishes, then the rollout stops there;
+    * approve: `promote` of the awaited stage, which begins now on `approval`;
+    * await MLflow: `promote` that cannot record yet the champion it would displace; not handled, so the
+      next cycle takes it again, and `message` says so;
+    * restart: `retry` of a rollout that ended; a new attempt from stage `index`, because `message`;
+    * resume: `retry` of a paused or degraded stage; its counters start again, because `message`.
+    """
+
+    outcome: Literal["refuse", "roll back", "stop after the revert", "approve", "await MLflow", "restart", "resume"]
+    message: str = ""
+    reason: str = ""
     warning: bool = True
-
-
-@dataclass(frozen=True)
-class RollBack:
-    """`abort`: revert every live lever now."""
-
-    reason: str
-
-
-@dataclass(frozen=True)
-class StopAfterRevert:
-    """`abort` while the revert before a restart (the spec changed) is under way: finish it, then stop there."""
-
-    by: str
-
-
-@dataclass(frozen=True)
-class Approve:
-    """`promote` of the awaited stage: it begins now, on this approval."""
-
-    approval: ApprovalRecord
-    by: str
-
-
-@dataclass(frozen=True)
-class AwaitVersions:
-    """`promote` that cannot record the champion it would displace (MLflow unread): not handled yet, so the
-    next cycle takes it again."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class Restart:
-    """`retry` of a rollout that ended: a new attempt from stage `index`."""
-
-    index: int
-    why: str
-
-
-@dataclass(frozen=True)
-class Resume:
-    """`retry` of a paused or degraded stage: its counters start again."""
-
-    why: str
-
-
-Answer = Refuse | RollBack | StopAfterRevert | Approve | AwaitVersions | Restart | Resume
+    index: int = 0
+    approval: ApprovalRecord | None = None
 
 
 def is_handled(status: ModelRolloutStatus, request: Request) -> bool:
@@ -94,14 +61,14 @@ def answer(spec: ModelRolloutSpec, status: ModelRolloutStatus, observation: Obse
     """What `request` comes to now. Under a refused spec (`spec_refused` says why; `spec` is the last valid
     one) only `abort` is answered: anything else was made against a spec that cannot be judged."""
     if spec_refused and request.kind != "abort":
-        return Refuse("RequestRejected", f"ignored: the spec is invalid ({spec_refused[:300]})")
+        return _refuse("RequestRejected", f"ignored: the spec is invalid ({spec_refused[:300]})")
     if observation.requests_unverified:
-        return Refuse("RequestRefused", f"refused, the requester cannot be verified: "
-                      f"{observation.requests_unverified}; ask again once it is in place")
+        return _refuse("RequestRefused", f"refused, the requester cannot be verified: "
+                       f"{observation.requests_unverified}; ask again once it is in place")
     authority = spec.accountability.authority(request.kind)
     if not authority.allow(request.by, request.groups):
-        return Refuse("RequestRefused", f"refused: not named in spec.accountability.{AUTHORITY_FIELD[request.kind]} "
-                                        f"({authority.describe()})")
+        return _refuse("RequestRefused", f"refused: not named in spec.accountability.{AUTHORITY_FIELD[request.kind]} "
+                                         f"({authority.describe()})")
     if request.kind == "abort":
         return _abort(status, request)
     if request.kind == "retry":
@@ -124,25 +91,25 @@ def human_decision(request: Request, outcome: Literal["Accepted", "Refused"]) ->
 def _abort(status: ModelRolloutStatus, request: Request) -> Answer:
     rollback = status.rollback
     if status.phase == "RollingBack" and rollback is not None and rollback.then == "restart":
-        return StopAfterRevert(who(request))
+        return Answer("stop after the revert")
     if status.phase in TERMINAL_PHASES or status.phase == "RollingBack":
-        return Refuse("AbortIgnored", f"rollout is {status.phase}, nothing to abort", warning=False)
-    return RollBack(f"aborted by {who(request)}")
+        return _refuse("AbortIgnored", f"rollout is {status.phase}, nothing to abort", warning=False)
+    return Answer("roll back", f"aborted by {who(request)}")
 
 
 def _promote(spec: ModelRolloutSpec, status: ModelRolloutStatus, observation: Observation, request: Request,
              now: datetime) -> Answer:
     stage = current_stage(spec, status)
     if status.phase != "AwaitingApproval" or stage is None:
-        return Refuse("ApprovalRejected", f"ignored: rollout is {status.phase}, not awaiting approval")
+        return _refuse("ApprovalRejected", f"ignored: rollout is {status.phase}, not awaiting approval")
     if request.stage != stage.name or request.revision != status.revision:
-        return Refuse("ApprovalRejected", f"was for stage {request.stage!r} revision {request.revision!r}; "
-                                          f"awaiting stage {stage.name!r} revision {status.revision!r}")
+        return _refuse("ApprovalRejected", f"was for stage {request.stage!r} revision {request.revision!r}; "
+                                           f"awaiting stage {stage.name!r} revision {status.revision!r}")
     if observation.versions is None:
-        return AwaitVersions(f"approved, waiting for MLflow to record the champion: {observation.versions_error}")
-    return Approve(ApprovalRecord(stage=stage.name, revision=status.revision, by=request.by, groups=list(request.groups),
-                                  at=now, requested_at=request.at, request=request.key, ticket=request.ticket),
-                   who(request))
+        return Answer("await MLflow", f"approved, waiting for MLflow to record the champion: {observation.versions_error}")
+    return Answer("approve", approval=ApprovalRecord(
+        stage=stage.name, revision=status.revision, by=request.by, groups=list(request.groups), at=now,
+        requested_at=request.at, request=request.key, ticket=request.ticket))
 
 
 def _retry(spec: ModelRolloutSpec, status: ModelRolloutStatus, observation: Observation, request: Request) -> Answer:
@@ -150,11 +117,15 @@ def _retry(spec: ModelRolloutSpec, status: ModelRolloutStatus, observation: Obse
     if phase == "NotPromoted":
         fingerprint = observation.sweep_fingerprint
         if fingerprint is None or fingerprint == status.failed_evidence:
-            return Refuse("RetryRejected", "the shadow gate needs new sweep evidence")
-        return Restart(0, f"retried by {who(request)} with new sweep evidence")
+            return _refuse("RetryRejected", "the shadow gate needs new sweep evidence")
+        return Answer("restart", f"retried by {who(request)} with new sweep evidence", index=0)
     if phase == "RolledBack" and status.rollback is not None:
         index = stage_index(spec, status.rollback.stage)
-        return Restart(index, f"retried by {who(request)}: stage {spec.stages[index].name} from scratch")
+        return Answer("restart", f"retried by {who(request)}: stage {spec.stages[index].name} from scratch", index=index)
     if phase in ("Paused", "Degraded"):
-        return Resume(f"resumed by {who(request)}")
-    return Refuse("RetryIgnored", f"rollout is {phase}", warning=False)
+        return Answer("resume", f"resumed by {who(request)}")
+    return _refuse("RetryIgnored", f"rollout is {phase}", warning=False)
+
+
+def _refuse(reason: str, message: str, *, warning: bool = True) -> Answer:
+    return Answer("refuse", message, reason, warning)
