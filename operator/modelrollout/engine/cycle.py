@@ -15,14 +15,7 @@ from datetime import datetime
 from typing import Literal
 
 from modelrollout.engine.assessment import assess_gates, assess_replay, assess_triggers
-from modelrollout.engine.levers import (
-    Planner,
-    champion_move,
-    levers_touched,
-    pending_actions,
-    revert,
-    switch,
-)
+from modelrollout.engine.levers import Planner, champion_move, levers_touched, pending_actions, revert, switch
 from modelrollout.engine.position import current_stage, revision_of
 from modelrollout.engine.requests import Answer, answer, human_decision, is_handled, remember, who
 from modelrollout.engine.schedule import analysis_due
