@@ -115,7 +115,16 @@ class Controller:
 
     def reconcile(self, rollout: RolloutObject, *, fresh: bool = True) -> None:
         """One cycle. `fresh=False`: `rollout` is the watch's copy, which may lag; nothing is carried out
-        until a write guarded by its resourceVersion has proved it current."""
+        until a write guarded by its resourceVersion has proved it current.
+
+        A cycle's own actions can make the next cycle due at once (the revert's last action done: the revert
+        ends). When that is so is the engine's rule, not the shell's: after carrying out, the shell asks the
+        schedule again and runs the cycle it says is due now, instead of waiting for the next tick. A whole
+        cycle (plan, measure, decide), not a decision on an empty observation: a cycle due because the gate
+        interval came meanwhile must measure its gates, or the interval would restart unmeasured; while
+        reverting the plan measures nothing anyway. One more at most: a cycle the schedule keeps due (an
+        action held under a refused spec) waits for the next tick like any other.
+        """
         key = f"{rollout.namespace}/{rollout.name}"
         if fresh:
             self._stale.discard(key)
@@ -134,15 +143,28 @@ class Controller:
                 return
             spec = guard  # the levers stay guarded under the spec they moved under
         requests = [r for r in parse_requests(rollout.annotations) if not engine.is_handled(status, r)]
-        checked = self._triggers_checked.get(key)
-        if not (engine.cycle_due(spec, status, now, checked) or requests
+        if not (engine.cycle_due(spec, status, now, self._triggers_checked.get(key)) or requests
                 or rollout.generation != status.observed_generation):
             return
         if fresh:
             rollout, status = self.carry_out(rollout, spec, status, refused=bool(refused))
         # Decide even while an action is stuck: a breach or an abort must still be able to roll back.
-        plan = engine.plan_measurements(spec, status, now, refused=bool(refused), triggers_checked_at=checked)
-        observation = self.observe(rollout.namespace, spec, status, plan, requests, now)
+        done = self.decide_and_carry_out(rollout, spec, status, requests, now, refused=refused, fresh=fresh)
+        if done is None:
+            return
+        rollout, status = done
+        if engine.cycle_due(spec, status, self.clock(), self._triggers_checked.get(key)) == "cycle":
+            self.decide_and_carry_out(rollout, spec, status, [], self.clock(), refused=refused, fresh=True)
+
+    def decide_and_carry_out(self, rollout: RolloutObject, spec: ModelRolloutSpec, status: ModelRolloutStatus,
+                             requests: list[Request], now: datetime, *, refused: str,
+                             fresh: bool) -> tuple[RolloutObject, ModelRolloutStatus] | None:
+        """Measure what the engine plans, decide, persist the decision, carry out what it planned. None when
+        nothing was carried out: a decision that changed nothing on the watch's copy proves nothing current."""
+        key = f"{rollout.namespace}/{rollout.name}"
+        plan = engine.plan_measurements(spec, status, now, refused=bool(refused),
+                                        triggers_checked_at=self._triggers_checked.get(key), requests=requests)
+        observation = self.observe(rollout.namespace, spec, plan, now)
         if requests:  # the engine counts a request only if the apiserver refuses a forged one right now
             observation = replace(observation, requests_unverified=self.kube.admission_refuses_forgery(rollout, now))
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation, refused=refused)
@@ -153,12 +175,8 @@ class Controller:
             self._triggers_checked[key] = now
         self._count_verdicts(observation)
         if not (changed or fresh):
-            return
-        rollout, status = self.carry_out(rollout, spec, decision.status, refused=bool(refused))
-        if status.phase == "RollingBack" and not engine.pending_actions(status):
-            final = engine.decide(spec, status, Observation(), [], self.clock(), rollout.generation, refused=refused)
-            if final.status != status or final.events:
-                self._commit(rollout, final.status, final.events)
+            return None
+        return self.carry_out(rollout, spec, decision.status, refused=bool(refused))
 
     def work_due(self, key: str, body: Mapping[str, object]) -> engine.Work | None:
         """What a rollout as last seen needs: the same test `reconcile` makes (`engine.Schedule`), on the
@@ -204,8 +222,8 @@ class Controller:
         return not engine.pending_actions(status)
 
     # -- measuring -----------------------------------------------------------------------
-    def observe(self, namespace: str, spec: ModelRolloutSpec, status: ModelRolloutStatus, plan: MeasurementPlan,
-                requests: list[Request], now: datetime) -> Observation:
+    def observe(self, namespace: str, spec: ModelRolloutSpec, plan: MeasurementPlan, now: datetime) -> Observation:
+        """Measure what the plan says, nothing more: what to read is the engine's call."""
         mlflow = self.mlflow(spec)
         evidence: dict[str, SweepEvidence] = {}
 
@@ -228,13 +246,10 @@ class Controller:
             measured_gates, measured_triggers = measure_stage(spec, stage, prometheus, sweep, now, since)
             gates = gates + measured_gates if want_gates and gates is not None else gates
             triggers = triggers + measured_triggers if want_triggers and triggers is not None else triggers
-        if status.phase == "NotPromoted" and any(r.kind == "retry" for r in requests):
-            for stage in spec.stages:
-                for gate in stage.gates:
-                    if gate.sweep is not None:
-                        sweep(gate.sweep.experiment)
+        for experiment in plan.sweeps:
+            sweep(experiment)
         versions, versions_error = None, None
-        if plan.versions or any(r.kind in ("promote", "retry") for r in requests):
+        if plan.versions:
             try:
                 versions = mlflow.model_versions(spec.models, spec.symbols)
             except MlflowUnavailable as error:

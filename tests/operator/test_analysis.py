@@ -24,7 +24,7 @@ from modelrollout.metrics import OperatorMetrics
 from modelrollout.observation import QueryResult, SweepEvidence, SweepRow
 from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries
 from modelrollout.spec import ModelRolloutSpec
-from modelrollout.status import Measurement, ModelRolloutStatus
+from modelrollout.status import Measurement
 
 NOW = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parent / "plan_as_written.yaml"  # gauges: the fixed-sample kinds
@@ -213,7 +213,7 @@ def test_two_rollouts_asking_the_same_queries_at_once_send_each_query_once(feed:
     plan = MeasurementPlan(gates=CANARY, triggers=CANARY, versions=False)
     served_before = queries_served(feed.prometheus.url)
 
-    first, second = (controller.observe(namespace, spec, ModelRolloutStatus(), plan, [], NOW)
+    first, second = (controller.observe(namespace, spec, plan, NOW)
                      for namespace in ("desk-a", "desk-b"))
 
     time.sleep(0.5)  # Prometheus counts a request once it has answered it

@@ -12,7 +12,16 @@ from typing import Any
 import pytest
 from engine_driver import Driver, make_spec, measurement
 
-from modelrollout.engine import Decision, cycle_due, decide, pending_actions, plan_measurements, schedule
+from modelrollout.engine import (
+    Decision,
+    MeasurementPlan,
+    cycle_due,
+    decide,
+    pending_actions,
+    plan_measurements,
+    retry_delay,
+    schedule,
+)
 from modelrollout.observation import Observation
 from modelrollout.spec import AnalysisSpec, ModelRolloutSpec
 from modelrollout.status import ModelRolloutStatus, Verdict
@@ -139,6 +148,23 @@ def test_nothing_is_reverted_twice() -> None:
     driver.run_until(lambda s: s.phase == "RolledBack")
     done = decide(SPEC, driver.status, Observation(triggers=breach), [], driver.now, driver.generation)
     assert done.status == driver.status and done.events == ()
+
+
+def test_a_revert_whose_last_action_is_done_is_a_cycle_due_now() -> None:
+    """What the shell asks after carrying out a cycle's actions: the revert then ends in the same reconcile."""
+    driver = at_canary()
+    driver.step(trigger="Fail", fail=True, advance=0)  # the revert is planned; its first try fails
+    assert driver.status.phase == "RollingBack" and pending_actions(driver.status)
+    assert cycle_due(SPEC, driver.status, driver.now) is None  # the failed try waits for its next
+    driver.now += retry_delay(1)
+    assert cycle_due(SPEC, driver.status, driver.now) == "cycle"
+    driver.carry_out()
+    reverted = driver.status
+    assert reverted.phase == "RollingBack" and not pending_actions(reverted)
+    assert cycle_due(SPEC, reverted, driver.now) == "cycle"
+    assert plan_measurements(SPEC, reverted, driver.now) == MeasurementPlan(gates=None, triggers=None, versions=False)
+    ended = decide(SPEC, reverted, Observation(), [], driver.now, driver.generation)  # what that plan measures
+    assert ended.status.phase == "RolledBack"
 
 
 def test_a_sequential_trigger_keeps_the_trigger_cadence() -> None:

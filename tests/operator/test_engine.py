@@ -217,6 +217,31 @@ def test_plan_measurements_asks_only_for_what_the_engine_uses() -> None:
     assert plan_measurements(SPEC, driver.status) == MeasurementPlan(gates=None, triggers=None, versions=False)
 
 
+def test_a_pending_retry_after_not_promoted_plans_the_sweep_read_and_the_versions() -> None:
+    driver = Driver()
+    driver.step()
+    driver.step(gates="Fail")
+    assert driver.status.phase == "NotPromoted"
+    assert plan_measurements(SPEC, driver.status) == MeasurementPlan(gates=None, triggers=None, versions=False)
+    retry = driver.retry()
+    plan = plan_measurements(SPEC, driver.status, requests=[retry])
+    assert (plan.gates, plan.triggers, plan.versions, plan.sweeps) == (None, None, True, ("focal-loss-sweep",))
+    handled = driver.status.model_copy(update={"handled_requests": [retry.key]})
+    assert plan_measurements(SPEC, handled, requests=[retry]).sweeps == ()  # answered already: nothing to read
+    assert plan_measurements(SPEC, driver.status, refused=True, requests=[retry]).sweeps == ()  # refused unread
+
+
+def test_a_promote_request_plans_the_versions_read_off_the_gate_cadence() -> None:
+    driver = Driver()
+    driver.to_awaiting()
+    after_gate_cycle = driver.status.last_evaluated_at
+    assert after_gate_cycle is not None
+    assert plan_measurements(SPEC, driver.status, after_gate_cycle).versions is False  # the gate interval has not come
+    plan = plan_measurements(SPEC, driver.status, after_gate_cycle, requests=[driver.promote()])
+    assert (plan.versions, plan.sweeps) == (True, ())  # only a retry of a NotPromoted rollout reads the sweep
+    assert plan_measurements(SPEC, driver.status, after_gate_cycle, requests=[driver.abort()]).versions is False
+
+
 def test_a_lever_stage_that_cannot_begin_leaves_the_live_stage_guarded_since_it_began() -> None:
     """A second canary stage (no approval) cannot begin while MLflow is down (its versions cannot be
     read): the first canary is still live, so its triggers still guard it, over its own trades."""
