@@ -868,6 +868,30 @@ def test_changing_the_candidate_mid_canary_reverts_with_the_recorded_keys_and_re
     assert driver.status.actions[0].flags == {"CVN_OBJECTIVE__BTCUSDC": "focal:gamma=3,alpha=0.25"}
 
 
+def test_a_restart_after_a_revert_begins_a_first_canary_with_the_model_versions() -> None:
+    """Without a shadow stage first, the restart begins a lever stage at once: the cycle that ends the revert
+    must have read MLflow, or the canary cannot record its versions and holds Degraded."""
+    driver = Driver()
+    driver.to_canary()
+    driver.edit(lambda d: d.update(stages=d["stages"][1:]))  # no shadow any more: the canary comes first
+    driver.step(advance=0)
+    reverted = driver.status
+    assert reverted.phase == "RollingBack" and reverted.rollback is not None and reverted.rollback.then == "restart"
+    assert not pending_actions(reverted) and driver.world.on_candidate(driver.spec) == set()
+    plan = plan_measurements(driver.spec, reverted, driver.now)
+    assert plan.versions is True and (plan.gates, plan.triggers) == (None, None)
+    restarted = decide(driver.spec, reverted, Observation(versions=driver.world.versions(driver.spec)), [],
+                       driver.now, driver.generation).status
+    assert (restarted.phase, restarted.stage, restarted.stage_started_at) == ("Progressing", "canary", driver.now)
+    assert [a.flags for a in pending_actions(restarted)] == [{BTC_KEY: CANDIDATE_FLAG}]
+    assert restarted.versions.champion == dict.fromkeys(MODELS, CHAMPION)
+    stuck = reverted.model_copy(update={"actions": [a.model_copy(update={"state": "Pending"}) for a in reverted.actions]})
+    assert plan_measurements(driver.spec, stuck, driver.now).versions is False  # the revert is not over yet
+    approved_first = driver.spec.model_copy(update={"stages": [driver.spec.stages[0].model_copy(
+        update={"approval": driver.spec.stages[0].approval.model_copy(update={"required": True})})]})
+    assert plan_measurements(approved_first, reverted, driver.now).versions is False  # it awaits a promote first
+
+
 def test_editing_what_is_rolled_out_before_anything_is_live_restarts_at_once() -> None:
     driver = Driver()
     driver.step()

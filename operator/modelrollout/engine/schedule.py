@@ -111,7 +111,9 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     (`triggers_checked_at`: the shell's last check, see `Schedule`) or with the gates. `now`
     unknown: assume both are due. MLflow versions are read on a gate cycle where a lever
     stage may begin now: while awaiting approval, when a stage could not begin, or once the
-    current stage's minimum time is over and the next stage starts without approval. Under a
+    current stage's minimum time is over and the next stage starts without approval; and on
+    the cycle that enters the first stage (a new rollout, or the end of a revert that restarts
+    it) when that is a lever stage without approval, whatever the cadence. Under a
     refused spec (`spec` the last valid one) only the triggers guarding what is live are measured.
 
     `requests` not yet handled add what answering them reads, whatever the cadence: a `promote` or
@@ -139,7 +141,7 @@ def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
         return MeasurementPlan(gates=None, triggers=guarded, versions=False, triggers_since=_live_since(status))
     replay = gates_due and spec.analysis.replay.enabled and (  # once per revision, on a gate cycle (it is costly)
         status.baseline_replay is None or status.baseline_replay.revision != revision_of(spec))
-    if not status.revision:  # a new rollout begins its first stage this cycle
+    if not status.revision or _revert_restarts(status):  # the first stage begins this cycle
         first = spec.stages[0]
         return MeasurementPlan(gates=None, triggers=None,
                                versions=first.type != "shadow" and not first.approval.required, replay=replay)
@@ -150,6 +152,14 @@ def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
     return MeasurementPlan(gates=gates, triggers=guarded,
                            versions=gates_due and _lever_stage_may_begin(spec, status, stage, now),
                            gates_since=status.stage_started_at, triggers_since=_live_since(status), replay=replay)
+
+
+def _revert_restarts(status: ModelRolloutStatus) -> bool:
+    """Whether this cycle ends a revert that restarts (the spec changed mid-rollout): every action is done,
+    so the cycle enters the first stage, as a new rollout does, and a lever stage needs the versions then."""
+    rollback = status.rollback
+    return (status.phase == "RollingBack" and rollback is not None and rollback.then == "restart"
+            and not pending_actions(status))
 
 
 def _sweep_experiments(spec: ModelRolloutSpec) -> tuple[str, ...]:
