@@ -903,6 +903,23 @@ def test_editing_what_is_rolled_out_before_anything_is_live_restarts_at_once() -
     assert driver.status.actions[0].flags == {"CVN_LOSS_FUNCTION__ETHUSDC": CANDIDATE_FLAG}
 
 
+@pytest.mark.parametrize("ended", [False, True])
+def test_an_edit_that_restarts_at_once_begins_a_first_canary_with_the_model_versions(ended: bool) -> None:
+    """Nothing live (the shadow running, or a rollout that ended NotPromoted): the edit's own cycle enters
+    the first stage, so it reads MLflow when that stage is a lever stage without approval."""
+    driver = Driver()
+    driver.step()
+    if ended:
+        driver.step(gates="Fail")
+        assert driver.status.phase == "NotPromoted"
+    driver.edit(lambda d: d.update(stages=d["stages"][1:]))
+    plan = plan_measurements(driver.spec, driver.status, driver.now)
+    assert (plan.gates, plan.triggers, plan.versions) == (None, None, True)
+    decision = driver.step()
+    assert (decision.status.phase, decision.status.stage) == ("Progressing", "canary")
+    assert driver.world.on_candidate(driver.spec) == {"BTCUSDC"}
+
+
 def test_abort_during_the_revert_of_a_spec_change_stops_instead_of_restarting() -> None:
     driver = Driver()
     driver.to_canary()

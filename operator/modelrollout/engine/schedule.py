@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from modelrollout.engine.levers import pending_actions
+from modelrollout.engine.levers import levers_touched, pending_actions
 from modelrollout.engine.position import current_stage, guarded_stage, revision_of
 from modelrollout.engine.requests import is_handled
 from modelrollout.observation import Request
@@ -112,8 +112,8 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     unknown: assume both are due. MLflow versions are read on a gate cycle where a lever
     stage may begin now: while awaiting approval, when a stage could not begin, or once the
     current stage's minimum time is over and the next stage starts without approval; and on
-    the cycle that enters the first stage (a new rollout, or the end of a revert that restarts
-    it) when that is a lever stage without approval, whatever the cadence. Under a
+    the cycle that enters the first stage (a new rollout, an edit, the end of the revert an
+    edit made) when that is a lever stage without approval, whatever the cadence. Under a
     refused spec (`spec` the last valid one) only the triggers guarding what is live are measured.
 
     `requests` not yet handled add what answering them reads, whatever the cadence: a `promote` or
@@ -141,7 +141,7 @@ def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
         return MeasurementPlan(gates=None, triggers=guarded, versions=False, triggers_since=_live_since(status))
     replay = gates_due and spec.analysis.replay.enabled and (  # once per revision, on a gate cycle (it is costly)
         status.baseline_replay is None or status.baseline_replay.revision != revision_of(spec))
-    if not status.revision or _revert_restarts(status):  # the first stage begins this cycle
+    if _enters_first_stage(spec, status):
         first = spec.stages[0]
         return MeasurementPlan(gates=None, triggers=None,
                                versions=first.type != "shadow" and not first.approval.required, replay=replay)
@@ -154,12 +154,16 @@ def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
                            gates_since=status.stage_started_at, triggers_since=_live_since(status), replay=replay)
 
 
-def _revert_restarts(status: ModelRolloutStatus) -> bool:
-    """Whether this cycle ends a revert that restarts (the spec changed mid-rollout): every action is done,
-    so the cycle enters the first stage, as a new rollout does, and a lever stage needs the versions then."""
-    rollback = status.rollback
-    return (status.phase == "RollingBack" and rollback is not None and rollback.then == "restart"
-            and not pending_actions(status))
+def _enters_first_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """Whether this cycle enters the first stage, where a lever stage needs the versions: a new rollout; an
+    edit of what is rolled out while nothing is live (a Completed rollout ignores edits; anything live is
+    reverted first); the end of that revert (every action done, the rollout restarts)."""
+    if not status.revision:
+        return True
+    if status.phase == "RollingBack":
+        rollback = status.rollback
+        return rollback is not None and rollback.then == "restart" and not pending_actions(status)
+    return status.phase != "Completed" and not levers_touched(status) and revision_of(spec) != status.revision
 
 
 def _sweep_experiments(spec: ModelRolloutSpec) -> tuple[str, ...]:
