@@ -174,6 +174,21 @@ def test_completion_waits_for_mlflow_without_ever_reverting() -> None:
     assert driver.world.champions(SPEC) == dict.fromkeys(MODELS, CANDIDATE)
 
 
+def test_a_completed_rollouts_message_counts_the_champion_moves_left_as_they_are_done() -> None:
+    """Recorded with each move, not by a later cycle: nothing else cycles a finished rollout to say so."""
+    driver = Driver()
+    driver.to_watching()
+    driver.run_until(lambda s: s.phase == "Completed", fail=lambda a: a.type != "setFlag")  # MLflow down
+    done = f"fully promoted; sunset review due {driver.status.sunset_at:%Y-%m-%d}"
+    assert driver.status.message == f"{done}; recording the new champion in MLflow (15 action(s) left)"
+    driver.now += timedelta(minutes=1)
+    driver.carry_out(fail=lambda a: a.type == "pinFeatures")  # the first model's two aliases move, its pin fails
+    assert driver.status.message == f"{done}; recording the new champion in MLflow (13 action(s) left)"
+    driver.now += timedelta(minutes=1)
+    driver.carry_out()
+    assert not pending_actions(driver.status) and driver.status.message == done
+
+
 def test_live_column_and_an_event_on_every_transition() -> None:
     driver = Driver()
     driver.to_completed()

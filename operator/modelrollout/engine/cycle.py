@@ -15,7 +15,15 @@ from datetime import datetime
 from typing import Literal
 
 from modelrollout.engine.assessment import assess_gates, assess_replay, assess_triggers
-from modelrollout.engine.levers import Planner, champion_move, levers_touched, pending_actions, revert, switch
+from modelrollout.engine.levers import (
+    Planner,
+    champion_move,
+    completed_message,
+    levers_touched,
+    pending_actions,
+    revert,
+    switch,
+)
 from modelrollout.engine.position import current_stage, revision_of
 from modelrollout.engine.requests import Answer, answer, human_decision, is_handled, remember, who
 from modelrollout.engine.schedule import analysis_due
@@ -166,7 +174,7 @@ class _Cycle:
             return
         pending = len(pending_actions(self.status))
         if self.status.phase == "Completed":
-            self.status.message = _completed_message(self.status)
+            self.status.message = completed_message(self.status)
         if pending:
             if self.status.phase != "Completed":
                 self.status.message = f"applying {pending} planned action(s)"
@@ -377,7 +385,7 @@ class _Cycle:
             return
         self.status.counters = Counters()
         self.status.actions += champion_move(self.planner, self.spec, self.status.versions, stage)
-        self.set_phase("Completed", _completed_message(self.status), event_reason="Completed")
+        self.set_phase("Completed", completed_message(self.status), event_reason="Completed")
 
     def fail_stage(self, stage: Stage, failures: Sequence[str]) -> None:
         why = f"gate(s) {', '.join(failures)} failed in stage {stage.name}"
@@ -519,12 +527,6 @@ def _mark_invalid(status: ModelRolloutStatus, message: str, now: datetime) -> Ev
     _set_condition(status, "Invalid", "True", "SpecInvalid", message, now)
     _record(status, now, f"invalid spec: {message}")
     return Event("Warning", "InvalidSpec", message)
-
-
-def _completed_message(status: ModelRolloutStatus) -> str:
-    sunset, pending = status.sunset_at, len(pending_actions(status))
-    return (f"fully promoted; sunset review due {sunset:%Y-%m-%d}" if sunset else "fully promoted") + (
-        f"; recording the new champion in MLflow ({pending} action(s) left)" if pending else "")
 
 
 def _sunset_time(spec: ModelRolloutSpec, now: datetime) -> datetime | None:
