@@ -30,6 +30,7 @@ from modelrollout.engine.schedule import analysis_due
 from modelrollout.observation import Observation, Request
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import (
+    FINISHED_PHASES,
     TERMINAL_PHASES,
     BaselineReplay,
     Condition,
@@ -85,7 +86,9 @@ def decide(
     cycle = _Cycle(spec, status.model_copy(deep=True), observation, now, generation, refused=refused,
                    gate_cycle=gate_cycle or observation.gates is not None)
     cycle.run(requests)
-    if gate_cycle:  # the gate interval restarts on every gate cycle, gates measured or not (none while awaiting)
+    # The gate interval restarts on every gate cycle, gates measured or not (none while awaiting); a finished
+    # rollout has none, so a new attempt of one (a retry, an edit) starts it, as a new rollout's first cycle does.
+    if gate_cycle or (status.phase in FINISHED_PHASES and cycle.status.phase not in FINISHED_PHASES):
         cycle.status.last_evaluated_at = now
     if not refused and revision_of(spec) == cycle.status.revision:
         cycle.status.last_valid_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
@@ -142,6 +145,8 @@ class _Cycle:
     # -- the cycle ---------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> None:
         self.status.observed_generation = self.generation
+        if self.status.phase == "Completed":
+            self.check_sunset()
         if self.refused:
             self.guard(requests)
             return
@@ -461,6 +466,9 @@ class _Cycle:
         return "Watching" if self.status.promoted_at else "Progressing"
 
     def check_sunset(self) -> None:
+        """Once the sunset passed: SunsetDue and one Warning. It is a Completed rollout's only clock, so its cycle
+        checks it first, whatever else holds it (an edit refused or ignored, a champion move pending): the
+        schedule makes that cycle due once, counting on it to set the condition."""
         sunset = self.status.sunset_at
         if sunset is None or self.now < sunset or self.status.phase == "RolledBack":
             return
