@@ -15,6 +15,7 @@ from modelrollout.engine import (
     decide,
     gate_verdict,
     invalid,
+    is_handled,
     levers_touched,
     mark_action,
     pending_actions,
@@ -1051,6 +1052,23 @@ def test_editing_a_completed_rollout_changes_nothing_and_says_so_once() -> None:
     assert driver.status.actions == actions, "a completed change is never restarted or reverted by an edit"
     assert driver.reasons(since).count("SpecChangeIgnored") == 1
     assert condition(driver.status, "SunsetDue") == "True"
+
+
+def test_a_request_to_a_completed_rollout_edited_since_is_answered_once() -> None:
+    """Refused (there is nothing to abort, approve or retry) but handled: the shell cycles for an unhandled
+    request on every tick, so one left unanswered would cost a read a second for ever."""
+    driver = Driver()
+    driver.to_completed()
+    driver.edit(lambda d: d["change"].update(candidate="focal:gamma=3,alpha=0.25"))
+    driver.step()
+    abort = driver.abort()
+    since = len(driver.events)
+    driver.step(requests=[abort])
+    assert driver.status.phase == "Completed" and is_handled(driver.status, abort)
+    assert driver.reasons(since) == ["AbortIgnored"]
+    assert driver.status.message.startswith("completed: edits do not restart")
+    before = driver.status
+    assert driver.step(requests=[abort]).status == before  # answered once
 
 
 # --- invalid specs, small helpers ---------------------------------------------------------------

@@ -166,6 +166,7 @@ class _Cycle:
             if self.status.message != message:
                 self.status.message = message
                 self.events.append(Event("Warning", "SpecChangeIgnored", message))
+            self.handle(requests)  # each refused, but answered: the shell cycles on every tick for one unanswered
             return
         if revision != self.status.revision:  # a rollout that ended unpromoted, edited: start over with the new plan
             self.status.revision = revision
