@@ -29,6 +29,9 @@ Phase = Literal[
     "Invalid",  # a spec the operator refuses (a rule the schema could not express)
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"RolledBack", "NotPromoted", "Completed", "Invalid"})
+# Ended: nothing is measured any more, so only an edit, a request, a pending action or a Completed rollout's
+# sunset can change them. (Invalid is terminal but not finished: a spec the operator accepts starts it.)
+FINISHED_PHASES: frozenset[str] = TERMINAL_PHASES - {"Invalid"}
 Verdict = Literal["Pass", "Fail", "Inconclusive", "Error"]
 ActionType = Literal["setFlag", "moveAlias", "pinFeatures"]
 
@@ -199,7 +202,9 @@ class ModelRolloutStatus(StatusModel):
     symbols_on_candidate: list[str] = Field(default_factory=list)
     live: str = Field(default="0/0", description="Symbols live on the candidate, e.g. 1/5.")
     message: str = ""
-    last_evaluated_at: datetime | None = Field(default=None, description="The last gate cycle (every interval).")
+    last_evaluated_at: datetime | None = Field(
+        default=None, description="The last gate cycle (every interval while the rollout runs; a finished rollout "
+                                  "keeps the last one it had).")
     last_triggers_evaluated_at: datetime | None = Field(
         default=None, description="When the triggers shown in `triggers` were measured. They are checked every "
                                   "triggerInterval, but a check that changes no verdict is not written.")

@@ -197,3 +197,141 @@ def spec_with(interval: str, trigger_interval: str | None) -> ModelRolloutSpec:
 def test_the_schedule_follows_the_spec(interval: str, trigger_interval: str | None, period: float) -> None:
     assert schedule(spec_with(interval, trigger_interval), ModelRolloutStatus()).trigger_period == \
         timedelta(seconds=period)
+
+
+# --- a finished rollout -------------------------------------------------------------------------
+
+FAST = make_spec()  # the example as written: 2 s gate interval, sunset 1 h after promotion
+YEAR = timedelta(days=365)
+
+
+def condition(status: ModelRolloutStatus, type_: str) -> str | None:
+    return next((c.status for c in status.conditions if c.type == type_), None)
+
+
+def rolled_back_in_canary() -> Driver:
+    driver = Driver(FAST)
+    driver.to_canary()
+    driver.step(trigger="Fail")
+    driver.run_until(lambda s: s.phase == "RolledBack")
+    return driver
+
+
+def rolled_back_after_promotion() -> Driver:
+    """Rolled back from the full stage: its sunset time stays recorded, and it is no reason to cycle."""
+    driver = Driver(FAST)
+    driver.to_watching()
+    driver.step(trigger="Fail")
+    driver.run_until(lambda s: s.phase == "RolledBack")
+    assert driver.status.sunset_at is not None
+    return driver
+
+
+def not_promoted() -> Driver:
+    driver = Driver(FAST)
+    driver.step()
+    driver.step(gates="Fail")
+    return driver
+
+
+def quiet(status: ModelRolloutStatus, now: datetime, generation: int = 1) -> Decision:
+    """A cycle with no news: nothing measured (what the plan of a finished rollout asks for), no request."""
+    return decide(FAST, status, Observation(), [], now, generation)
+
+
+@pytest.mark.parametrize("finish", [rolled_back_in_canary, rolled_back_after_promotion, not_promoted])
+def test_a_rollout_that_ended_unpromoted_is_never_due_by_time(finish: Any) -> None:
+    driver = finish()
+    ended = driver.status
+    assert ended.phase in ("RolledBack", "NotPromoted") and not pending_actions(ended)
+    timing = schedule(FAST, ended)
+    assert (timing.gates_at, timing.actions_at, timing.triggers_at) == (None, None, None)
+    for later in (driver.now, driver.now + timedelta(seconds=2), driver.now + YEAR):
+        assert timing.work(later) is None and cycle_due(FAST, ended, later) is None
+        assert plan_measurements(FAST, ended, later) == MeasurementPlan(gates=None, triggers=None, versions=False)
+    decision = quiet(ended, driver.now + YEAR, driver.generation)
+    assert decision.status == ended and decision.events == ()  # the shell writes nothing
+
+
+def test_a_completed_rollout_is_due_once_at_its_sunset() -> None:
+    driver = Driver(FAST)
+    driver.to_completed()
+    done, sunset = driver.status, driver.status.sunset_at
+    assert sunset is not None and not pending_actions(done) and condition(done, "SunsetDue") is None
+    assert done.message == f"fully promoted; sunset review due {sunset:%Y-%m-%d}"  # the champion move is recorded
+    evaluated = done.last_evaluated_at
+    timing = schedule(FAST, done)
+    assert (timing.gates_at, timing.triggers_at) == (None, None)
+    assert timing.work(sunset - timedelta(seconds=1)) is None and timing.work(sunset) == "cycle"
+    assert quiet(done, sunset - timedelta(seconds=1)).status == done
+    passed = quiet(done, sunset)
+    assert condition(passed.status, "SunsetDue") == "True"
+    assert [(e.type, e.reason) for e in passed.events] == [("Warning", "SunsetDue")]
+    assert passed.status.last_evaluated_at == evaluated  # nothing was evaluated: the last gate cycle stays shown
+    assert schedule(FAST, passed.status).work(sunset + timedelta(seconds=1)) is None
+    assert cycle_due(FAST, passed.status, sunset + YEAR) is None
+    assert quiet(passed.status, sunset + YEAR).status == passed.status
+
+
+def test_a_completed_rollout_is_due_for_its_champion_moves_tries_and_then_rests() -> None:
+    driver = Driver(FAST)
+    driver.to_watching()
+    driver.run_until(lambda s: s.phase == "Completed", fail=lambda a: a.type != "setFlag")  # MLflow down
+    stuck = driver.status
+    first = pending_actions(stuck)[0]
+    assert first.next_attempt_at is not None and "recording the new champion in MLflow" in stuck.message
+    timing = schedule(FAST, stuck)
+    assert (timing.gates_at, timing.triggers_at) == (None, None)
+    assert timing.work(first.next_attempt_at - timedelta(milliseconds=1)) is None
+    assert timing.work(first.next_attempt_at) == "cycle"
+    driver.now = first.next_attempt_at
+    driver.carry_out(fail=True)  # still down: the next try backs off
+    again = pending_actions(driver.status)[0]
+    assert again.attempts == 2 and again.next_attempt_at == driver.now + retry_delay(2)
+    assert cycle_due(FAST, driver.status, driver.now) is None
+    assert cycle_due(FAST, driver.status, again.next_attempt_at) == "cycle"
+    driver.now = again.next_attempt_at
+    driver.carry_out()  # MLflow is back: every move is done, and the status says so without another cycle
+    done = driver.status
+    assert not pending_actions(done) and done.message == f"fully promoted; sunset review due {done.sunset_at:%Y-%m-%d}"
+    assert quiet(done, driver.now).status == done
+    assert cycle_due(FAST, done, driver.now + timedelta(minutes=59)) is None
+
+
+@pytest.mark.parametrize("news", ["ignored edit", "refused edit", "champion move stuck"])
+def test_the_sunset_is_said_once_whatever_else_holds_a_completed_rollout(news: str) -> None:
+    """An edit the completed rollout ignores, one the operator refuses, a champion move that keeps failing: the
+    cycle due at the sunset still says it passed, so it is not due again on every tick."""
+    driver = Driver(FAST)
+    if news == "champion move stuck":
+        driver.to_watching()
+        driver.run_until(lambda s: s.phase == "Completed", fail=lambda a: a.type != "setFlag")
+    else:
+        driver.to_completed()
+    spec, refused = FAST, ""
+    if news == "ignored edit":
+        driver.edit(lambda d: d["change"].update(candidate="focal:gamma=3,alpha=0.25"))
+        spec = driver.spec
+        driver.step()
+    elif news == "refused edit":
+        driver.refuse()
+        refused = driver.refused
+        driver.step()
+    status, sunset = driver.status, driver.status.sunset_at
+    assert status.phase == "Completed" and sunset is not None and condition(status, "SunsetDue") is None
+    assert schedule(spec, status).work(sunset) == "cycle"
+    passed = decide(spec, status, Observation(), [], sunset, driver.generation, refused=refused).status
+    assert condition(passed, "SunsetDue") == "True"
+    assert schedule(spec, passed).sunset_at is None
+
+
+def test_a_retry_after_a_rollback_starts_the_gate_interval_like_a_new_rollout() -> None:
+    """A finished rollout keeps no gate interval; the new attempt's first gate cycle comes an interval after it
+    begins, as a new rollout's does, not on the next tick because the last one was long ago."""
+    driver = rolled_back_in_canary()
+    later = driver.now + YEAR
+    retried = decide(FAST, driver.status, Observation(versions=driver.world.versions(FAST)), [driver.retry()], later,
+                     driver.generation).status
+    assert (retried.phase, retried.stage, retried.last_evaluated_at) == ("Progressing", "canary", later)
+    timing = schedule(FAST, retried)  # (its canary's switch is pending: that cycle is due at once)
+    assert not timing.gates_due(later + timedelta(seconds=1)) and timing.gates_due(later + timedelta(seconds=2))

@@ -148,3 +148,26 @@ def test_while_rolling_back_no_trigger_is_checked() -> None:
         action("Pending", iso(NOW + timedelta(seconds=30)))])
     rolling_back["status"]["phase"] = "RollingBack"
     assert controller().work_due("ns/r", rolling_back) is None
+
+
+def finished(phase: str, **status: Any) -> dict[str, Any]:
+    """A rollout that ended a month ago, as the watch delivers it: its last gate cycle is that old."""
+    ended = body(last_evaluated=timedelta(days=30))
+    ended["status"] |= {"phase": phase} | status
+    return ended
+
+
+@pytest.mark.parametrize("phase", ["Completed", "RolledBack", "NotPromoted"])
+def test_a_finished_rollout_is_read_only_for_an_action_due(phase: str) -> None:
+    assert gets_for(finished(phase)) == 0  # the gate interval is no reason: nothing is measured any more
+    assert gets_for(finished(phase, actions=[action("Pending", iso(NOW + timedelta(seconds=30)))])) == 0
+    assert gets_for(finished(phase, actions=[action("Pending", iso(NOW - timedelta(seconds=1)))])) == 1
+    assert gets_for(finished(phase, actions=[action("Done")])) == 0
+
+
+def test_a_completed_rollout_is_read_once_for_its_sunset() -> None:
+    said = {"type": "SunsetDue", "status": "True", "reason": "SunsetPassed", "lastTransitionTime": iso(NOW)}
+    assert gets_for(finished("Completed", sunsetAt=iso(NOW + timedelta(seconds=1)))) == 0
+    assert gets_for(finished("Completed", sunsetAt=iso(NOW))) == 1
+    assert gets_for(finished("Completed", sunsetAt=iso(NOW - timedelta(days=1)), conditions=[said])) == 0
+    assert gets_for(finished("RolledBack", sunsetAt=iso(NOW - timedelta(days=1)))) == 0  # rolled back: no review

@@ -15,6 +15,7 @@ from modelrollout.engine import (
     decide,
     gate_verdict,
     invalid,
+    is_handled,
     levers_touched,
     mark_action,
     pending_actions,
@@ -172,6 +173,21 @@ def test_completion_waits_for_mlflow_without_ever_reverting() -> None:
     driver.run_until(lambda s: not pending_actions(s), advance=60)
     assert driver.status.message.startswith("fully promoted")
     assert driver.world.champions(SPEC) == dict.fromkeys(MODELS, CANDIDATE)
+
+
+def test_a_completed_rollouts_message_counts_the_champion_moves_left_as_they_are_done() -> None:
+    """Recorded with each move, not by a later cycle: nothing else cycles a finished rollout to say so."""
+    driver = Driver()
+    driver.to_watching()
+    driver.run_until(lambda s: s.phase == "Completed", fail=lambda a: a.type != "setFlag")  # MLflow down
+    done = f"fully promoted; sunset review due {driver.status.sunset_at:%Y-%m-%d}"
+    assert driver.status.message == f"{done}; recording the new champion in MLflow (15 action(s) left)"
+    driver.now += timedelta(minutes=1)
+    driver.carry_out(fail=lambda a: a.type == "pinFeatures")  # the first model's two aliases move, its pin fails
+    assert driver.status.message == f"{done}; recording the new champion in MLflow (13 action(s) left)"
+    driver.now += timedelta(minutes=1)
+    driver.carry_out()
+    assert not pending_actions(driver.status) and driver.status.message == done
 
 
 def test_live_column_and_an_event_on_every_transition() -> None:
@@ -868,6 +884,30 @@ def test_changing_the_candidate_mid_canary_reverts_with_the_recorded_keys_and_re
     assert driver.status.actions[0].flags == {"CVN_OBJECTIVE__BTCUSDC": "focal:gamma=3,alpha=0.25"}
 
 
+def test_a_restart_after_a_revert_begins_a_first_canary_with_the_model_versions() -> None:
+    """Without a shadow stage first, the restart begins a lever stage at once: the cycle that ends the revert
+    must have read MLflow, or the canary cannot record its versions and holds Degraded."""
+    driver = Driver()
+    driver.to_canary()
+    driver.edit(lambda d: d.update(stages=d["stages"][1:]))  # no shadow any more: the canary comes first
+    driver.step(advance=0)
+    reverted = driver.status
+    assert reverted.phase == "RollingBack" and reverted.rollback is not None and reverted.rollback.then == "restart"
+    assert not pending_actions(reverted) and driver.world.on_candidate(driver.spec) == set()
+    plan = plan_measurements(driver.spec, reverted, driver.now)
+    assert plan.versions is True and (plan.gates, plan.triggers) == (None, None)
+    restarted = decide(driver.spec, reverted, Observation(versions=driver.world.versions(driver.spec)), [],
+                       driver.now, driver.generation).status
+    assert (restarted.phase, restarted.stage, restarted.stage_started_at) == ("Progressing", "canary", driver.now)
+    assert [a.flags for a in pending_actions(restarted)] == [{BTC_KEY: CANDIDATE_FLAG}]
+    assert restarted.versions.champion == dict.fromkeys(MODELS, CHAMPION)
+    stuck = reverted.model_copy(update={"actions": [a.model_copy(update={"state": "Pending"}) for a in reverted.actions]})
+    assert plan_measurements(driver.spec, stuck, driver.now).versions is False  # the revert is not over yet
+    approved_first = driver.spec.model_copy(update={"stages": [driver.spec.stages[0].model_copy(
+        update={"approval": driver.spec.stages[0].approval.model_copy(update={"required": True})})]})
+    assert plan_measurements(approved_first, reverted, driver.now).versions is False  # it awaits a promote first
+
+
 def test_editing_what_is_rolled_out_before_anything_is_live_restarts_at_once() -> None:
     driver = Driver()
     driver.step()
@@ -877,6 +917,23 @@ def test_editing_what_is_rolled_out_before_anything_is_live_restarts_at_once() -
     assert decision.status.actions == [] and decision.status.revision == revision_of(driver.spec)
     driver.step()
     assert driver.status.actions[0].flags == {"CVN_LOSS_FUNCTION__ETHUSDC": CANDIDATE_FLAG}
+
+
+@pytest.mark.parametrize("ended", [False, True])
+def test_an_edit_that_restarts_at_once_begins_a_first_canary_with_the_model_versions(ended: bool) -> None:
+    """Nothing live (the shadow running, or a rollout that ended NotPromoted): the edit's own cycle enters
+    the first stage, so it reads MLflow when that stage is a lever stage without approval."""
+    driver = Driver()
+    driver.step()
+    if ended:
+        driver.step(gates="Fail")
+        assert driver.status.phase == "NotPromoted"
+    driver.edit(lambda d: d.update(stages=d["stages"][1:]))
+    plan = plan_measurements(driver.spec, driver.status, driver.now)
+    assert (plan.gates, plan.triggers, plan.versions) == (None, None, True)
+    decision = driver.step()
+    assert (decision.status.phase, decision.status.stage) == ("Progressing", "canary")
+    assert driver.world.on_candidate(driver.spec) == {"BTCUSDC"}
 
 
 def test_abort_during_the_revert_of_a_spec_change_stops_instead_of_restarting() -> None:
@@ -995,6 +1052,23 @@ def test_editing_a_completed_rollout_changes_nothing_and_says_so_once() -> None:
     assert driver.status.actions == actions, "a completed change is never restarted or reverted by an edit"
     assert driver.reasons(since).count("SpecChangeIgnored") == 1
     assert condition(driver.status, "SunsetDue") == "True"
+
+
+def test_a_request_to_a_completed_rollout_edited_since_is_answered_once() -> None:
+    """Refused (there is nothing to abort, approve or retry) but handled: the shell cycles for an unhandled
+    request on every tick, so one left unanswered would cost a read a second for ever."""
+    driver = Driver()
+    driver.to_completed()
+    driver.edit(lambda d: d["change"].update(candidate="focal:gamma=3,alpha=0.25"))
+    driver.step()
+    abort = driver.abort()
+    since = len(driver.events)
+    driver.step(requests=[abort])
+    assert driver.status.phase == "Completed" and is_handled(driver.status, abort)
+    assert driver.reasons(since) == ["AbortIgnored"]
+    assert driver.status.message.startswith("completed: edits do not restart")
+    before = driver.status
+    assert driver.step(requests=[abort]).status == before  # answered once
 
 
 # --- invalid specs, small helpers ---------------------------------------------------------------

@@ -15,13 +15,22 @@ from datetime import datetime
 from typing import Literal
 
 from modelrollout.engine.assessment import assess_gates, assess_replay, assess_triggers
-from modelrollout.engine.levers import Planner, champion_move, levers_touched, pending_actions, revert, switch
+from modelrollout.engine.levers import (
+    Planner,
+    champion_move,
+    completed_message,
+    levers_touched,
+    pending_actions,
+    revert,
+    switch,
+)
 from modelrollout.engine.position import current_stage, revision_of
 from modelrollout.engine.requests import Answer, answer, human_decision, is_handled, remember, who
 from modelrollout.engine.schedule import analysis_due
 from modelrollout.observation import Observation, Request
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import (
+    FINISHED_PHASES,
     TERMINAL_PHASES,
     BaselineReplay,
     Condition,
@@ -77,7 +86,9 @@ def decide(
     cycle = _Cycle(spec, status.model_copy(deep=True), observation, now, generation, refused=refused,
                    gate_cycle=gate_cycle or observation.gates is not None)
     cycle.run(requests)
-    if gate_cycle:  # the gate interval restarts on every gate cycle, gates measured or not (none while awaiting)
+    # The gate interval restarts on every gate cycle, gates measured or not (none while awaiting); a finished
+    # rollout has none, so a new attempt of one (a retry, an edit) starts it, as a new rollout's first cycle does.
+    if gate_cycle or (status.phase in FINISHED_PHASES and cycle.status.phase not in FINISHED_PHASES):
         cycle.status.last_evaluated_at = now
     if not refused and revision_of(spec) == cycle.status.revision:
         cycle.status.last_valid_spec = spec.model_dump_json(by_alias=True, exclude_none=True)
@@ -134,6 +145,8 @@ class _Cycle:
     # -- the cycle ---------------------------------------------------------------------
     def run(self, requests: Sequence[Request]) -> None:
         self.status.observed_generation = self.generation
+        if self.status.phase == "Completed":
+            self.check_sunset()
         if self.refused:
             self.guard(requests)
             return
@@ -153,6 +166,7 @@ class _Cycle:
             if self.status.message != message:
                 self.status.message = message
                 self.events.append(Event("Warning", "SpecChangeIgnored", message))
+            self.handle(requests)  # each refused, but answered: the shell cycles on every tick for one unanswered
             return
         if revision != self.status.revision:  # a rollout that ended unpromoted, edited: start over with the new plan
             self.status.revision = revision
@@ -166,7 +180,7 @@ class _Cycle:
             return
         pending = len(pending_actions(self.status))
         if self.status.phase == "Completed":
-            self.status.message = _completed_message(self.status)
+            self.status.message = completed_message(self.status)
         if pending:
             if self.status.phase != "Completed":
                 self.status.message = f"applying {pending} planned action(s)"
@@ -377,7 +391,7 @@ class _Cycle:
             return
         self.status.counters = Counters()
         self.status.actions += champion_move(self.planner, self.spec, self.status.versions, stage)
-        self.set_phase("Completed", _completed_message(self.status), event_reason="Completed")
+        self.set_phase("Completed", completed_message(self.status), event_reason="Completed")
 
     def fail_stage(self, stage: Stage, failures: Sequence[str]) -> None:
         why = f"gate(s) {', '.join(failures)} failed in stage {stage.name}"
@@ -453,6 +467,9 @@ class _Cycle:
         return "Watching" if self.status.promoted_at else "Progressing"
 
     def check_sunset(self) -> None:
+        """Once the sunset passed: SunsetDue and one Warning. It is a Completed rollout's only clock, so its cycle
+        checks it first, whatever else holds it (an edit refused or ignored, a champion move pending): the
+        schedule makes that cycle due once, counting on it to set the condition."""
         sunset = self.status.sunset_at
         if sunset is None or self.now < sunset or self.status.phase == "RolledBack":
             return
@@ -519,12 +536,6 @@ def _mark_invalid(status: ModelRolloutStatus, message: str, now: datetime) -> Ev
     _set_condition(status, "Invalid", "True", "SpecInvalid", message, now)
     _record(status, now, f"invalid spec: {message}")
     return Event("Warning", "InvalidSpec", message)
-
-
-def _completed_message(status: ModelRolloutStatus) -> str:
-    sunset, pending = status.sunset_at, len(pending_actions(status))
-    return (f"fully promoted; sunset review due {sunset:%Y-%m-%d}" if sunset else "fully promoted") + (
-        f"; recording the new champion in MLflow ({pending} action(s) left)" if pending else "")
 
 
 def _sunset_time(spec: ModelRolloutSpec, now: datetime) -> datetime | None:

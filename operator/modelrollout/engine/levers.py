@@ -31,7 +31,10 @@ def levers_touched(status: ModelRolloutStatus) -> bool:
 
 
 def mark_action(status: ModelRolloutStatus, action_id: str, now: datetime, error: str = "") -> ModelRolloutStatus:
-    """Record one attempt of a planned action: Done, or still Pending with the error and its next try."""
+    """Record one attempt of a planned action: Done, or still Pending with the error and its next try.
+
+    A Completed rollout's message counting the champion moves left is kept true here, in the write that
+    records the attempt: no cycle follows a finished rollout's last action to say so."""
     new = status.model_copy(deep=True)
     for action in new.actions:
         if action.id == action_id:
@@ -41,7 +44,16 @@ def mark_action(status: ModelRolloutStatus, action_id: str, now: datetime, error
                 action.next_attempt_at = now + retry_delay(action.attempts)
             else:
                 action.state, action.done_at, action.next_attempt_at = "Done", now, None
+    if new.phase == "Completed" and status.message == completed_message(status):
+        new.message = completed_message(new)
     return new
+
+
+def completed_message(status: ModelRolloutStatus) -> str:
+    """What a Completed rollout says: its sunset, and the champion moves still to record in MLflow."""
+    sunset, pending = status.sunset_at, len(pending_actions(status))
+    return (f"fully promoted; sunset review due {sunset:%Y-%m-%d}" if sunset else "fully promoted") + (
+        f"; recording the new champion in MLflow ({pending} action(s) left)" if pending else "")
 
 
 def retry_delay(failures: int) -> timedelta:

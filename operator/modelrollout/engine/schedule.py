@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from modelrollout.engine.levers import pending_actions
+from modelrollout.engine.levers import levers_touched, pending_actions
 from modelrollout.engine.position import current_stage, guarded_stage, revision_of
 from modelrollout.engine.requests import is_handled
 from modelrollout.observation import Request
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration, stage_duration
-from modelrollout.status import TERMINAL_PHASES, ModelRolloutStatus
+from modelrollout.status import FINISHED_PHASES, TERMINAL_PHASES, ModelRolloutStatus
 
 Work = Literal["cycle", "triggers"]
 _ALREADY = datetime.min.replace(tzinfo=UTC)  # a due time that has always come
@@ -29,8 +29,10 @@ class Schedule:
     """When a rollout next needs the operator, from its spec and status alone: the one "is a cycle due" rule.
 
     Without the clock, so the shell can keep it between timer ticks instead of parsing the object on every
-    tick. Two cadences: a full cycle (the gate interval; an action's next try; the end of a revert) and a
-    trigger check (`triggerInterval`, only while a live stage has rollback triggers). A trigger check that
+    tick. Two cadences: a full cycle (the gate interval; an action's next try; the end of a revert; a Completed
+    rollout's sunset) and a trigger check (`triggerInterval`, only while a live stage has rollback triggers).
+    A finished rollout has neither: nothing is measured, so a cycle on the interval would only rewrite its
+    status, and hundreds of finished rollouts would spend the apiserver's write budget. A trigger check that
     finds nothing new is not written (status writes are the apiserver's budget), so the shell remembers the
     time of its last one and passes it as `triggers_checked_at`; after a restart the triggers are checked at once.
     """
@@ -39,6 +41,7 @@ class Schedule:
     actions_at: datetime | None  # an action's next try, or the end of a revert
     triggers_at: datetime | None  # the trigger interval comes by the status (None: no live trigger)
     trigger_period: timedelta
+    sunset_at: datetime | None = None  # a Completed rollout's sunset, until a cycle has said it passed (SunsetDue)
 
     def gates_due(self, now: datetime) -> bool:
         return self.gates_at is not None and now >= self.gates_at
@@ -53,7 +56,7 @@ class Schedule:
 
     def work(self, now: datetime, triggers_checked_at: datetime | None = None) -> Work | None:
         """"cycle" (measure what is due, decide, act), "triggers" (only the trigger cadence has come), or None."""
-        if self.gates_due(now) or (self.actions_at is not None and now >= self.actions_at):
+        if self.gates_due(now) or any(at is not None and now >= at for at in (self.actions_at, self.sunset_at)):
             return "cycle"
         return "triggers" if self.triggers_due(now, triggers_checked_at) else None
 
@@ -61,13 +64,18 @@ class Schedule:
 def schedule(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Schedule:
     """The rollout's `Schedule` (requests and spec changes aside: they make a cycle whatever it says). While
     rolling back nothing is measured, so only the revert's own tries (and its end) make a cycle: a stuck
-    revert writes status once per try."""
+    revert writes status once per try. A finished rollout is due only for what can still happen to it by
+    time: its pending actions' tries (a Completed rollout's champion move) and, once, a Completed rollout's
+    sunset (the cycle that passes it sets SunsetDue)."""
     period = spec.analysis.trigger_period()
     pending = pending_actions(status)
     actions_at = (pending[0].next_attempt_at or _ALREADY) if pending else None
     if status.phase == "RollingBack":
         return Schedule(gates_at=None, actions_at=actions_at if pending else _ALREADY, triggers_at=None,
                         trigger_period=period)
+    if status.phase in FINISHED_PHASES:
+        return Schedule(gates_at=None, actions_at=actions_at, triggers_at=None, trigger_period=period,
+                        sunset_at=_sunset_unsaid(status))
     last = status.last_evaluated_at
     gates_at = _ALREADY if last is None else last + parse_duration(spec.analysis.interval)
     guarded = guarded_stage(spec, status)
@@ -78,6 +86,12 @@ def schedule(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> Schedule:
     return Schedule(gates_at=gates_at, actions_at=actions_at, triggers_at=triggers_at, trigger_period=period)
 
 
+def _sunset_unsaid(status: ModelRolloutStatus) -> datetime | None:
+    """A Completed rollout's sunset, while no cycle has set SunsetDue for it (`cycle.check_sunset`)."""
+    said = any(c.type == "SunsetDue" and c.status == "True" for c in status.conditions)
+    return status.sunset_at if status.phase == "Completed" and not said else None
+
+
 def cycle_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime,
               triggers_checked_at: datetime | None = None) -> Work | None:
     """Whether a reconcile cycle has work now, and which (requests and spec changes aside): see `Schedule`."""
@@ -85,7 +99,7 @@ def cycle_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime,
 
 
 def analysis_due(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetime) -> bool:
-    """Whether the gate interval has come (never while reverting: nothing is measured then)."""
+    """Whether the gate interval has come (never while reverting or finished: nothing is measured then)."""
     return schedule(spec, status).gates_due(now)
 
 
@@ -111,7 +125,9 @@ def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
     (`triggers_checked_at`: the shell's last check, see `Schedule`) or with the gates. `now`
     unknown: assume both are due. MLflow versions are read on a gate cycle where a lever
     stage may begin now: while awaiting approval, when a stage could not begin, or once the
-    current stage's minimum time is over and the next stage starts without approval. Under a
+    current stage's minimum time is over and the next stage starts without approval; and on
+    the cycle that enters the first stage (a new rollout, an edit, the end of the revert an
+    edit made) when that is a lever stage without approval, whatever the cadence. Under a
     refused spec (`spec` the last valid one) only the triggers guarding what is live are measured.
 
     `requests` not yet handled add what answering them reads, whatever the cadence: a `promote` or
@@ -139,7 +155,7 @@ def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
         return MeasurementPlan(gates=None, triggers=guarded, versions=False, triggers_since=_live_since(status))
     replay = gates_due and spec.analysis.replay.enabled and (  # once per revision, on a gate cycle (it is costly)
         status.baseline_replay is None or status.baseline_replay.revision != revision_of(spec))
-    if not status.revision:  # a new rollout begins its first stage this cycle
+    if _enters_first_stage(spec, status):
         first = spec.stages[0]
         return MeasurementPlan(gates=None, triggers=None,
                                versions=first.type != "shadow" and not first.approval.required, replay=replay)
@@ -150,6 +166,18 @@ def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
     return MeasurementPlan(gates=gates, triggers=guarded,
                            versions=gates_due and _lever_stage_may_begin(spec, status, stage, now),
                            gates_since=status.stage_started_at, triggers_since=_live_since(status), replay=replay)
+
+
+def _enters_first_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
+    """Whether this cycle enters the first stage, where a lever stage needs the versions: a new rollout; an
+    edit of what is rolled out while nothing is live (a Completed rollout ignores edits; anything live is
+    reverted first); the end of that revert (every action done, the rollout restarts)."""
+    if not status.revision:
+        return True
+    if status.phase == "RollingBack":
+        rollback = status.rollback
+        return rollback is not None and rollback.then == "restart" and not pending_actions(status)
+    return status.phase != "Completed" and not levers_touched(status) and revision_of(spec) != status.revision
 
 
 def _sweep_experiments(spec: ModelRolloutSpec) -> tuple[str, ...]:
