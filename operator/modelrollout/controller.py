@@ -87,10 +87,12 @@ class Controller:
 
         `cached` is the object as the watch last delivered it (kopf's body): when it shows nothing to
         do, the tick ends without a GET. It can only be older than the apiserver's, so it never hides
-        due work for longer than the watch lags (an older status is more due). When only the trigger
-        cadence has come, the check runs on `cached` itself: a quiet check costs the apiserver nothing,
-        and a breach is written guarded by the cached resourceVersion (a stale copy answers 409, and
-        that rollout's next tick reads the apiserver's).
+        due work for longer than the watch lags (an older status is more due). When only time has made
+        the rollout due (its trigger cadence or its gate interval) and it has no action to carry out
+        first, the cycle runs on `cached` itself: a quiet trigger check costs the apiserver nothing, a
+        gate cycle one guarded write, and nothing moves before a write guarded by the cached
+        resourceVersion has proved the copy current (a stale copy answers 409, and that rollout's next
+        tick reads the apiserver's). A request, an edit, a deletion or a pending action reads it first.
         """
         key = f"{namespace}/{name}"
         work: engine.Work | None = "cycle"
@@ -98,15 +100,16 @@ class Controller:
             work = self.work_due(key, cached)
         if work is None:
             return
-        if work == "triggers" and cached is not None:
-            rollout: RolloutObject | None = rollout_from_body(copy.deepcopy(dict(cached)))
+        rollout: RolloutObject | None
+        if cached is not None and (work == "triggers" or self._only_time_due(key, cached)):
+            on_cached, rollout = True, rollout_from_body(copy.deepcopy(dict(cached)))
         else:
-            rollout = self.kube.get_rollout(namespace, name)
+            on_cached, rollout = False, self.kube.get_rollout(namespace, name)
         if rollout is None or rollout.deleting:
             return
         started = time.perf_counter()
         try:
-            self.reconcile(rollout, fresh=work == "cycle")
+            self.reconcile(rollout, fresh=not on_cached)
         except Conflict as conflict:
             self._stale.add(key)
             log.info("%s; redoing the cycle on the next tick", conflict)
@@ -198,6 +201,14 @@ class Controller:
         except (TypeError, ValueError, KeyError, AttributeError):
             return "cycle"
         return None if timing is None else timing.work(self.clock(), self._triggers_checked.get(key))
+
+    def _only_time_due(self, key: str, body: Mapping[str, object]) -> bool:
+        """Whether `work_due` found the watched object due by its schedule alone, with no action pending: what
+        `work_due` answers without reading the schedule (a request, an edit, a deletion) is not."""
+        seen = self._schedules.get(key)
+        version = str(dict(body.get("metadata") or {}).get("resourceVersion") or "")  # type: ignore[call-overload]
+        return (key not in self._stale and seen is not None and bool(version) and seen[0] == version
+                and seen[1] is not None and seen[1].actions_at is None)
 
     def on_delete(self, namespace: str, name: str) -> bool:
         """Before the finalizer goes: revert live levers of an unfinished rollout. True when done."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,9 +12,10 @@ from prometheus_client import CollectorRegistry
 
 from devstack.scenario import FAST_EXAMPLE
 from modelrollout.controller import Controller
-from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, RolloutObject, format_request
+from modelrollout.kube import REQUEST_ANNOTATION_PREFIX, Conflict, RolloutObject, format_request
 from modelrollout.metrics import OperatorMetrics
-from modelrollout.observation import Request
+from modelrollout.observation import Observation, Request
+from modelrollout.status import ModelRolloutStatus
 
 NOW = datetime(2026, 1, 5, 12, 0, 0, tzinfo=UTC)
 
@@ -171,3 +173,52 @@ def test_a_completed_rollout_is_read_once_for_its_sunset() -> None:
     assert gets_for(finished("Completed", sunsetAt=iso(NOW))) == 1
     assert gets_for(finished("Completed", sunsetAt=iso(NOW - timedelta(days=1)), conditions=[said])) == 0
     assert gets_for(finished("RolledBack", sunsetAt=iso(NOW - timedelta(days=1)))) == 0  # rolled back: no review
+
+
+class GuardedKube(CountingKube):
+    """Counts reads; records the resourceVersion each status write is guarded by, and answers a stale one 409
+    as the apiserver does."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__()
+        self.current = current
+        self.guarded_by: list[str] = []
+
+    def write_status(self, rollout: RolloutObject, status: ModelRolloutStatus) -> RolloutObject:
+        self.guarded_by.append(rollout.resource_version)
+        if rollout.resource_version != self.current:
+            raise Conflict(f"{rollout.name}: resourceVersion {rollout.resource_version} is not {self.current}")
+        self.current = str(int(self.current) + 1)
+        return replace(rollout, resource_version=self.current)
+
+
+class Unmeasured(Controller):
+    """The shell with nothing to measure (the gates read nothing): what is read and written is under test."""
+
+    def observe(self, *_: Any, **__: Any) -> Observation:
+        return Observation(gates=(), triggers=())
+
+
+def test_a_gate_cycle_with_nothing_to_carry_out_is_decided_on_the_watched_copy() -> None:
+    """The gate interval alone made it due and no action waits: no GET, and the one write is guarded by the
+    watched copy's resourceVersion. A stale copy answers 409, and that rollout's next tick reads the apiserver's."""
+    due = body(live=True, last_evaluated=timedelta(seconds=10), triggers_checked=timedelta(seconds=1))
+    due["metadata"] |= {"resourceVersion": "7", "uid": "u-1"}
+    kube = GuardedKube(current="7")
+    shell = Unmeasured(kube=kube, emit=lambda *_: None, metrics=OperatorMetrics(CollectorRegistry()), clock=lambda: NOW)
+    shell.tick("ns", "r", cached=due)
+    assert (kube.gets, kube.guarded_by) == (0, ["7"])
+
+    stale = GuardedKube(current="8")  # someone wrote after the copy the watch delivered
+    shell = Unmeasured(kube=stale, emit=lambda *_: None, metrics=OperatorMetrics(CollectorRegistry()), clock=lambda: NOW)
+    shell.tick("ns", "r", cached=due)
+    assert (stale.gets, stale.guarded_by) == (0, ["7"])
+    shell.tick("ns", "r", cached=due)
+    assert stale.gets == 1  # the apiserver's object, not the copy that proved stale
+
+
+def test_a_cycle_with_an_action_to_carry_out_reads_the_apiserver_first() -> None:
+    """A pending action is carried out before the cycle decides: only the apiserver's object may move a lever."""
+    pending = body(live=True, actions=[action("Pending")])
+    pending["metadata"]["resourceVersion"] = "7"
+    assert gets_for(pending) == 1
