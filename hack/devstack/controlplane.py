@@ -64,11 +64,13 @@ def write_kubeconfig(path: Path, url: str, ca: Path, user: dict[str, str], name:
     return path
 
 
-def start_control_plane(workdir: Path, authorization_mode: str = "RBAC") -> ControlPlane:
-    """Start etcd and kube-apiserver in `workdir`; return once `kubectl` can list namespaces."""
+def start_control_plane(workdir: Path, authorization_mode: str = "RBAC", serving_ips: tuple[str, ...] = ()) -> ControlPlane:
+    """Start etcd and kube-apiserver in `workdir`; return once `kubectl` can list namespaces.
+
+    `serving_ips`: more addresses for the serving certificate (devstack.node's pods' gateway)."""
     bin_dir = toolchain_bin()
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = make_pki(workdir / "pki")
+    pki = make_pki(workdir / "pki", serving_ips)
     etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
     etcd = Server(
         name="etcd",
@@ -96,6 +98,9 @@ def start_control_plane(workdir: Path, authorization_mode: str = "RBAC") -> Cont
             f"--tls-cert-file={pki['serving']}",
             f"--tls-private-key-file={pki['serving-key']}",
             f"--client-ca-file={pki['ca']}",
+            # `kubectl logs` and `exec` reach a local node's kubelet as the admin.
+            f"--kubelet-client-certificate={pki['admin']}",
+            f"--kubelet-client-key={pki['admin-key']}",
             f"--service-account-key-file={pki['sa-pub']}",
             f"--service-account-signing-key-file={pki['sa-key']}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
