@@ -44,6 +44,15 @@ def test_config_map_must_be_namespace_slash_name(capsys, reference):
     assert "config_map" in capsys.readouterr().err
 
 
+def test_config_map_without_credentials_is_a_clear_error(monkeypatch, tmp_path):
+    from model_runtime.serving.flag_source import api_client
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(ValueError, match="config_map: no Kubernetes credentials"):
+        api_client()
+
+
 def test_config_map_comes_from_the_environment_too(monkeypatch):
     monkeypatch.setenv("MODEL_RUNTIME_CONFIG_MAP", "trading/loss-flags")
     settings = ServeSettings(tracking_uri="http://mlflow:5000", symbols="BTCUSDC")

@@ -51,11 +51,14 @@ def api_client(kubeconfig: Path | None = None) -> client.ApiClient:
     urllib3's own retries are off: they retry a refused connection at once, while `ConfigMapWatch` backs off.
     """
     configuration = client.Configuration()
-    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        config.load_incluster_config(client_configuration=configuration)
-    else:
-        config.load_kube_config(config_file=None if kubeconfig is None else str(kubeconfig),
-                                client_configuration=configuration)
+    try:
+        if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
+            config.load_incluster_config(client_configuration=configuration)
+        else:
+            config.load_kube_config(config_file=None if kubeconfig is None else str(kubeconfig),
+                                    client_configuration=configuration)
+    except config.ConfigException as error:
+        raise ValueError(f"config_map: no Kubernetes credentials: {error}") from None
     configuration.retries = False
     return client.ApiClient(configuration)
 
