@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="bind address (default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port (default 8080)")
     serve.add_argument("--config-dir", type=Path, help="mounted ConfigMap with CVN_LOSS_FUNCTION[__SYMBOL] files")
+    serve.add_argument("--config-map", metavar="NAMESPACE/NAME",
+                       help="watch this ConfigMap through the Kubernetes API instead (seconds, not the kubelet's minute)")
+    serve.add_argument("--kubeconfig", type=Path,
+                       help="for --config-map (default: the pod's service account in a pod, else $KUBECONFIG)")
     serve.add_argument("--poll-seconds", type=float, help="MLflow alias/tag poll interval (default 5)")
     serve.add_argument("--config-poll-seconds", type=float, help="config re-read interval (default 0.5)")
     serve.add_argument("--window", type=int, help="rows in the rolling PSI/sharpness window (default 1000)")

@@ -140,10 +140,18 @@ def read_config_dir(directory: Path) -> dict[str, str]:
     return values
 
 
-def current_flag_values(config_dir: Path | None, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Flag keys from the environment, overlaid by the mounted ConfigMap (which is the live source)."""
-    environ = os.environ if environ is None else environ
-    values = {k: v for k, v in environ.items() if k == FLAG or k.startswith(OVERRIDE_PREFIX)}
+def flag_keys(values: Mapping[str, str]) -> dict[str, str]:
+    """Only the `CVN_LOSS_FUNCTION[__<SYMBOL>]` keys of an environment or a ConfigMap's data."""
+    return {k: v for k, v in values.items() if k == FLAG or k.startswith(OVERRIDE_PREFIX)}
+
+
+def current_flag_values(config_dir: Path | None, environ: Mapping[str, str] | None = None,
+                        config_map: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Flag keys from the environment, overlaid by the live source: the mounted ConfigMap (`config_dir`)
+    or the ConfigMap's data as watched through the API (`config_map`)."""
+    values = flag_keys(os.environ if environ is None else environ)
     if config_dir is not None:
         values.update(read_config_dir(config_dir))
+    if config_map is not None:
+        values.update({k: v.strip() for k, v in flag_keys(config_map).items()})
     return values

@@ -30,6 +30,35 @@ def test_missing_config_dir_is_a_clear_error(capsys, tmp_path):
     assert "config_dir" in capsys.readouterr().err
 
 
+def test_config_dir_and_config_map_are_exclusive(capsys, tmp_path):
+    code = cli.main(["serve", "--tracking-uri", "http://127.0.0.1:1", "--symbols", "BTCUSDC",
+                     "--config-dir", str(tmp_path), "--config-map", "trading/loss-flags"])
+    assert code == 2
+    assert "config_dir and config_map are two sources of the same flags: give one" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("reference", ["loss-flags", "trading/", "Trading/loss-flags", "a/b/c"])
+def test_config_map_must_be_namespace_slash_name(capsys, reference):
+    code = cli.main(["serve", "--tracking-uri", "http://127.0.0.1:1", "--symbols", "BTCUSDC", "--config-map", reference])
+    assert code == 2
+    assert "config_map" in capsys.readouterr().err
+
+
+def test_config_map_without_credentials_is_a_clear_error(monkeypatch, tmp_path):
+    from model_runtime.serving.flag_source import api_client
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "absent"))
+    with pytest.raises(ValueError, match="config_map: no Kubernetes credentials"):
+        api_client()
+
+
+def test_config_map_comes_from_the_environment_too(monkeypatch):
+    monkeypatch.setenv("MODEL_RUNTIME_CONFIG_MAP", "trading/loss-flags")
+    settings = ServeSettings(tracking_uri="http://mlflow:5000", symbols="BTCUSDC")
+    assert settings.config_map == "trading/loss-flags" and settings.config_dir is None
+
+
 def test_settings_come_from_flags_or_the_environment(monkeypatch):
     args = cli.build_parser().parse_args(["sweep", "--symbols", "btcusdc, ethusdc,", "--folds", "3", "--nthread", "1"])
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")

@@ -42,11 +42,12 @@ def write_volume(root: Path, version: str, values: dict[str, str]) -> None:
         (root / stale).unlink()
 
 
-def start_server(tracking_uri: str, symbols: str, strategy: str, config_dir: Path, log: Path) -> tuple[Server, str]:
+def start_server(tracking_uri: str, symbols: str, strategy: str, log: Path, *flag_source: str) -> tuple[Server, str]:
+    """The server with its flags from `flag_source`: `--config-dir DIR` or `--config-map NAMESPACE/NAME ...`."""
     port = free_port()
     server = Server(name="model-runtime", log_path=log, argv=[
         BIN, "serve", "--tracking-uri", tracking_uri, "--symbols", symbols, "--strategy", strategy,
-        "--host", "127.0.0.1", "--port", str(port), "--config-dir", str(config_dir),
+        "--host", "127.0.0.1", "--port", str(port), *flag_source,
         "--poll-seconds", "1", "--window", "200"]).start()
     url = f"http://127.0.0.1:{port}"
     server.wait_ready(lambda: http_ok(f"{url}/readyz"), timeout=90)
@@ -97,7 +98,7 @@ def served(trained_models, tmp_path_factory) -> Iterator[tuple[str, Path]]:
     config = tmp_path_factory.mktemp("configmap")
     write_volume(config, "v1", {"CVN_LOSS_FUNCTION": "binary:logistic"})
     server, url = start_server(trained_models.tracking_uri, ",".join(trained_models.symbols),
-                               trained_models.strategy, config, config.parent / "serve.log")
+                               trained_models.strategy, config.parent / "serve.log", "--config-dir", str(config))
     yield url, config
     server.stop()
 
@@ -196,7 +197,7 @@ def test_mlflow_outage_keeps_serving_the_loaded_model(tmp_path):
         assert main(["train", "--tracking-uri", mlflow.url, "--symbols", "XRPUSDC", "--strategy", "outage",
                      "--rows", "3000", "--rounds", "10", "--loss", "binary:logistic"]) == 0
         write_volume(tmp_path, "v1", {"CVN_LOSS_FUNCTION": "binary:logistic"})
-        server, url = start_server(mlflow.url, "XRPUSDC", "outage", tmp_path, tmp_path / "serve.log")
+        server, url = start_server(mlflow.url, "XRPUSDC", "outage", tmp_path / "serve.log", "--config-dir", str(tmp_path))
     except BaseException:
         mlflow.stop()
         raise

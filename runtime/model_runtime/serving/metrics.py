@@ -109,6 +109,10 @@ class ServerMetrics:
         self.training_sharpness = Gauge("model_training_sharpness", "Holdout sharpness logged at training",
                                         ["symbol", "variant"], registry=r)
         self.registry_up = Gauge("model_registry_up", "1 when the last MLflow poll succeeded", registry=r)
+        self.flag_source_up = Gauge("model_flag_source_up", "1 when the flags are current: the ConfigMap watch is "
+                                    "listed and connected (always 1 for a mounted directory or the environment)",
+                                    registry=r)
+        self.flag_source_up.set(1)
         self.rolling = RollingStats(window, served)
         r.register(self.rolling)
         self._labels: dict[tuple[str, str], tuple[str, ...]] = {}

@@ -4,9 +4,11 @@ A symbol serves the `candidate` alias only where its flag selects the candidate'
 champion's (`model_runtime.loss_flag.served_role`), else `champion`. Both aliases of every symbol are
 kept loaded, so a flag flip is a dictionary lookup: no restart, no dropped request, no MLflow call.
 Two background loops feed the switch: the ConfigMap/env flag is re-read every
-`config_poll_seconds` (Kubernetes swaps the `..data` symlink, so each read sees one whole version), and
-the registry is polled every `poll_seconds` for alias moves and the `feature_artifact_run_id` tag. A
-failed poll keeps the last loaded models serving and is reported in /readyz and `model_registry_up`.
+`config_poll_seconds` (Kubernetes swaps the `..data` symlink, so each read sees one whole version; or,
+with `config_map`, the latest version a watch of the ConfigMap through the API received, see
+`flag_source`), and the registry is polled every `poll_seconds` for alias moves and the
+`feature_artifact_run_id` tag. A failed poll or a lost watch keeps the last models and flags serving and
+is reported in /readyz and `model_registry_up` / `model_flag_source_up`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ import numpy as np
 from aiohttp import web
 from mlflow.tracking import MlflowClient
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import DirectoryPath, Field
+from pydantic import DirectoryPath, Field, FilePath, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from model_runtime.loss_flag import LossFlags, Symbols, TrackingUri, current_flag_values, served_role
 from model_runtime.registry import Naming, connect
+from model_runtime.serving.flag_source import CONFIG_MAP_PATTERN, ConfigMapWatch, api_client, parse_config_map
 from model_runtime.serving.metrics import ServerMetrics
 from model_runtime.serving.model_store import ServedModel, load_served_model, registry_view
 
@@ -44,10 +47,19 @@ class ServeSettings(BaseSettings):
     host: str = "0.0.0.0"  # noqa: S104 (a pod serves its Service)
     port: int = 8080
     config_dir: DirectoryPath | None = None
+    config_map: str | None = Field(default=None, pattern=CONFIG_MAP_PATTERN)  # namespace/name, watched via the API
+    kubeconfig: FilePath | None = None  # for config_map; default: in-cluster in a pod, else $KUBECONFIG
     poll_seconds: float = Field(default=5.0, gt=0)
     config_poll_seconds: float = Field(default=0.5, gt=0)
     window: int = Field(default=1000, ge=10)
     naming: Naming = Naming()
+
+    @model_validator(mode="after")
+    def _one_flag_source(self) -> ServeSettings:
+        if self.config_dir is not None and self.config_map is not None:
+            raise ValueError("config_dir and config_map are two sources of the same flags: give one (config_map "
+                             "on a cluster, where the kubelet delivers a volume update only a minute or more late)")
+        return self
 
 
 class BadRequest(Exception):
@@ -93,9 +105,11 @@ def freeze_heap() -> None:
 class Runtime:
     """Loaded models, the current flags and what each symbol serves."""
 
-    def __init__(self, settings: ServeSettings, client: MlflowClient) -> None:
+    def __init__(self, settings: ServeSettings, client: MlflowClient, flag_source: ConfigMapWatch | None = None) -> None:
         self.settings = settings
         self.client = client
+        self.flag_source = flag_source
+        self.flag_source_error: str | None = None
         self.flags = LossFlags()
         self.flag_values: dict[str, str] | None = None
         self.loaded: dict[str, dict[str, ServedModel]] = {s: {} for s in settings.symbols}
@@ -126,8 +140,16 @@ class Runtime:
                      model.loss)
 
     def refresh_flags(self) -> None:
-        """Re-read the flag; a bad value is logged and the previous flags stay in force."""
-        values = current_flag_values(self.settings.config_dir)
+        """Re-read the flag; a bad value is logged and the previous flags stay in force. With a ConfigMap
+        watch, nothing is applied before its first list, and a lost watch keeps the last version."""
+        watched = None
+        if self.flag_source is not None:
+            self.flag_source_error = self.flag_source.error
+            self.metrics.flag_source_up.set(0 if self.flag_source_error else 1)
+            watched = self.flag_source.data
+            if watched is None:
+                return
+        values = current_flag_values(self.settings.config_dir, config_map=watched)
         if values == self.flag_values:
             return
         self.flag_values = values
@@ -176,12 +198,14 @@ class Runtime:
         self.metrics.registry_up.set(0 if errors else 1)
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
-        """Ready when every symbol serves a model; a registry outage alone degrades but keeps it ready,
-        because taking every replica out of the Service during an MLflow outage would stop trading."""
+        """Ready when the flags are read and every symbol serves a model; a registry or apiserver outage
+        alone degrades but keeps it ready, because taking every replica out of the Service during an
+        outage would stop trading."""
         symbols = {s: {"alias": m.alias, "version": m.version, "loss_function": str(m.loss)}
                    if (m := self.serving.get(s)) else None for s in self.settings.symbols}
-        ready = all(symbols.values())
-        return ready, {"ready": ready, "registry_error": self.registry_error, "symbols": symbols}
+        ready = self.flag_values is not None and all(symbols.values())
+        return ready, {"ready": ready, "registry_error": self.registry_error,
+                       "flag_source_error": self.flag_source_error, "symbols": symbols}
 
 
 async def _every(interval: float, step: Callable[[], Awaitable[None]]) -> None:
@@ -197,7 +221,10 @@ def build_app(settings: ServeSettings) -> web.Application:
     # Fail a poll fast during an MLflow outage (the next poll retries) instead of MLflow's minutes of backoff.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    runtime = Runtime(settings, connect(settings.tracking_uri))
+    flag_source = None
+    if settings.config_map is not None:
+        flag_source = ConfigMapWatch(*parse_config_map(settings.config_map), api_client(settings.kubeconfig))
+    runtime = Runtime(settings, connect(settings.tracking_uri), flag_source)
     known = set(settings.symbols)
 
     async def predict(request: web.Request) -> web.Response:
@@ -245,6 +272,8 @@ def build_app(settings: ServeSettings) -> web.Application:
         runtime.refresh_flags()
 
     async def background(_: web.Application) -> AsyncIterator[None]:
+        if flag_source is not None:
+            flag_source.start()
         runtime.refresh_flags()
         freeze_heap()
         tasks = [asyncio.create_task(_every(settings.config_poll_seconds, refresh_flags)),
@@ -253,6 +282,8 @@ def build_app(settings: ServeSettings) -> web.Application:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if flag_source is not None:
+            await asyncio.to_thread(flag_source.stop)
 
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/predict", predict)
