@@ -101,6 +101,7 @@ def start_control_plane(workdir: Path, authorization_mode: str = "RBAC", serving
             # `kubectl logs` and `exec` reach a local node's kubelet as the admin.
             f"--kubelet-client-certificate={pki['admin']}",
             f"--kubelet-client-key={pki['admin-key']}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-key-file={pki['sa-pub']}",
             f"--service-account-signing-key-file={pki['sa-key']}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
