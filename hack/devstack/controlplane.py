@@ -20,10 +20,11 @@ from devstack.process import Server, free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def toolchain_bin() -> Path:
-    """Build (or reuse from the cache) kube-apiserver, etcd and helm; return their folder."""
+def toolchain_bin(node: bool = False) -> Path:
+    """Build (or reuse from the cache) kube-apiserver, etcd and helm, and with `node` the kubelet,
+    scheduler, controller manager and pause of devstack.node; return their folder."""
     script = REPO_ROOT / "hack" / "build-controlplane.sh"
-    result = subprocess.run([str(script)], check=True, capture_output=True, text=True)
+    result = subprocess.run([str(script), *(["--node"] if node else [])], check=True, capture_output=True, text=True)
     return Path(result.stdout.strip().splitlines()[-1])
 
 

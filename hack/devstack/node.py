@@ -16,29 +16,23 @@ ConfigMap delivery among them, which is what a test of a revert on this node mus
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import yaml
 
-from devstack.controlplane import REPO_ROOT, ControlPlane
+from devstack.controlplane import ControlPlane, toolchain_bin
 from devstack.images import CACHE, PAUSE_REF, Image
 from devstack.process import Server, free_port
 
 NODE_NAME = "node-0"
 BRIDGE, GATEWAY, POD_SUBNET = "mr0", "10.88.0.1", "10.88.0.0/24"
 CNI_BIN = Path("/usr/lib/cni")
-SYSTEM_PACKAGES = ("containerd", "runc", "containernetworking-plugins", "buildah", "debootstrap", "socat", "iptables")
-
-
-def node_bin() -> Path:
-    """Build (or reuse) kubelet, kube-scheduler, kube-controller-manager and pause; return their folder."""
-    script = REPO_ROOT / "hack" / "build-controlplane.sh"
-    result = subprocess.run([str(script), "--node"], check=True, capture_output=True, text=True)
-    return Path(result.stdout.strip().splitlines()[-1])
 
 
 def _bridge() -> None:
@@ -121,6 +115,7 @@ class Node:
     workdir: Path
     bin_dir: Path
     socket: Path
+    lock: IO[str]
     servers: list[Server] = field(default_factory=list)  # in start order
     relays: dict[int, Server] = field(default_factory=dict)
 
@@ -179,14 +174,32 @@ class Node:
             with contextlib.suppress(Exception):
                 relay.stop()
         self._unmount()
+        self.lock.close()  # releases the machine's one node
+
+
+def _one_node_per_machine(timeout: float = 900) -> IO[str]:
+    """The bridge, its gateway address and containerd's cached root are the machine's: a second
+    node waits for the first to stop (a benchmark beside a test run), and says so if it cannot."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    lock = (CACHE / "node.lock").open("a+")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                lock.close()
+                raise TimeoutError(f"another local node held {CACHE / 'node.lock'} for {timeout:.0f}s") from None
+            time.sleep(1)
 
 
 def start_node(plane: ControlPlane, workdir: Path, images: list[Image]) -> Node:
     """Start containerd with `images` loaded, then the scheduler, controllers and a Ready kubelet."""
-    bin_dir = node_bin()
+    bin_dir = toolchain_bin(node=True)
     workdir.mkdir(parents=True, exist_ok=True)
     socket = workdir / "containerd.sock"
-    node = Node(plane=plane, workdir=workdir, bin_dir=bin_dir, socket=socket)
+    node = Node(plane=plane, workdir=workdir, bin_dir=bin_dir, socket=socket, lock=_one_node_per_machine())
     admin = str(plane.kubeconfig)
     pki = plane.workdir / "pki"
     try:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from devstack.controlplane import REPO_ROOT, ControlPlane, start_control_plane
+from devstack.controlplane import REPO_ROOT, ControlPlane, start_control_plane, toolchain_bin
 from devstack.images import Image, build_project_image, pause
 from devstack.mlflow import MlflowServer, start_mlflow
 from devstack.node import GATEWAY, Node, start_node
@@ -59,9 +59,7 @@ def build_images(bin_dir: Path) -> dict[str, Image]:
 
 def start_node_stack(workdir: Path) -> NodeStack:
     """Control plane, the images, one Ready node with them loaded (the chart brings the CRDs)."""
-    from devstack.node import node_bin
-
-    images = build_images(node_bin())
+    images = build_images(toolchain_bin(node=True))
     plane = start_control_plane(workdir / "controlplane", serving_ips=(GATEWAY,))
     try:
         node = start_node(plane, workdir / "node", list(images.values()))

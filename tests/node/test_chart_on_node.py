@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.nodestack import NodeStack, ServingOnNode, serving_on_node, start_node_stack
+from devstack.nodestack import CHART, NodeStack, ServingOnNode, helm, pod_ip, serving_on_node, start_node_stack
+from devstack.postgres import start_postgres
 from devstack.prometheus import PrometheusServer
 from devstack.scenario import BASELINE, FLAG_KEY, wait_until
+from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 
 # The first test's timeout includes building the images on a fresh machine (cached afterwards).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.node, pytest.mark.timeout(2400)]
@@ -107,3 +113,38 @@ def test_a_canary_breach_makes_the_watching_pod_answer_with_the_baseline_seconds
     # the kubelet's timing, measured by benchmarks/node_revert_latency.py), but it does learn.
     wait_until(lambda: on_node.answer("mounted", "BTCUSDC")["version"] == BASELINE_VERSION,
                "the mounted pod answering with the baseline", timeout=240)
+
+
+def test_the_charts_journal_exporter_pod_exports_the_trades_of_a_postgresql_journal(on_node: ServingOnNode) -> None:
+    """The exporter as the chart runs it: its image, its URL from a Secret, the journal a PostgreSQL
+    of the stack's (reached through the node's relay), read-only root filesystem, no API token."""
+    stack, namespace = on_node.stack, SYSTEM_NAMESPACE
+    postgres = start_postgres()
+    try:
+        engine = sa.create_engine(postgres.url)
+        create_journal(engine)
+        now = datetime.now(UTC)
+        trades = [ClosedTrade(symbol="BTCUSDC", variant="candidate", opened_at=now - timedelta(minutes=30 + i),
+                              closed_at=now - timedelta(minutes=i), side="long", pnl_net=0.01 * (i % 3 - 1))
+                  for i in range(7)]
+        assert record_trades(engine, trades) == 7
+        engine.dispose()
+        port = int(postgres.url.rsplit(":", 1)[1].split("/")[0])
+        url = postgres.url.replace(f"127.0.0.1:{port}", stack.node.expose(port))
+        stack.plane.kubectl("-n", namespace, "create", "secret", "generic", "journal-db", f"--from-literal=url={url}")
+        repository, tag = stack.images["model-runtime"].ref.rsplit(":", 1)
+        helm(stack, "upgrade", "modelrollout", str(CHART), f"--namespace={namespace}", "--reuse-values", "--wait",
+             "--timeout=5m", values={"journalExporter": {
+                 "enabled": True, "dbUrlSecret": {"name": "journal-db", "key": "url"}, "refreshInterval": "2s",
+                 "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}})
+        exporter = f"http://{pod_ip(stack, namespace, 'app.kubernetes.io/component=journal-exporter')}:9103/metrics"
+
+        def exported_trades() -> float | None:
+            with urllib.request.urlopen(exporter, timeout=10) as response:
+                text = response.read().decode()
+            return next((s.value for family in text_string_to_metric_families(text) for s in family.samples
+                         if s.name == "n_trades" and s.labels == {"symbol": "BTCUSDC", "variant": "candidate"}), None)
+
+        wait_until(lambda: exported_trades() == 7.0, "the exporter pod exporting the journal's 7 trades", timeout=60)
+    finally:
+        postgres.stop()
