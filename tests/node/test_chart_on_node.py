@@ -64,7 +64,11 @@ def test_the_chart_runs_two_operator_pods_of_which_one_acts(on_node: ServingOnNo
         assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
         assert pod["spec"]["containers"][0]["image"] == on_node.stack.images["operator"].ref
         assert pod["spec"]["serviceAccountName"].startswith("modelrollout")
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, "its liveness probe must pass"
     names = [pod["metadata"]["name"] for pod in pods]
+    model_stack = on_node.stack.plane.kubectl("-n", SYSTEM_NAMESPACE, "exec", names[0], "--", "python", "-c", (
+        "import importlib.util as u; print(' '.join(m for m in ('xgboost', 'sympy', 'sklearn', 'numba') if u.find_spec(m)))"))
+    assert model_stack.stdout.strip() == "", f"the operator image carries the model stack: {model_stack.stdout}"
 
     def acting() -> list[str]:
         """kopf starts paused; a replica acts once it resumed and has not paused since (peering.py)."""
