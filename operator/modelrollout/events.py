@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
-from kubernetes.client import CoreV1Api, CoreV1Event, CoreV1EventList, V1EventSource, V1ObjectMeta, V1ObjectReference
 from kubernetes.client.exceptions import ApiException
 
 from modelrollout.crd import GROUP, KIND, VERSION
 from modelrollout.engine import Event
-from modelrollout.kube import RolloutObject
+from modelrollout.kube import CoreApi, RolloutObject
 
 log = logging.getLogger(__name__)
 COMPONENT = "modelrollout-operator"
@@ -31,7 +31,7 @@ def event_name(rollout: RolloutObject, event: Event) -> str:
 
 
 class EventRecorder:
-    def __init__(self, core: CoreV1Api) -> None:
+    def __init__(self, core: CoreApi) -> None:
         self.core = core
 
     def __call__(self, rollout: RolloutObject, event: Event) -> None:
@@ -40,14 +40,14 @@ class EventRecorder:
         log.log(logging.WARNING if event.type == "Warning" else logging.INFO, "%s/%s %s: %s", rollout.namespace,
                 rollout.name, event.reason, event.message)
         name = event_name(rollout, event)
-        body = CoreV1Event(
-            metadata=V1ObjectMeta(name=name, namespace=rollout.namespace),
-            involved_object=V1ObjectReference(api_version=f"{GROUP}/{VERSION}", kind=KIND, name=rollout.name,
-                                              namespace=rollout.namespace, uid=rollout.uid),
-            type=event.type, reason=event.reason, message=event.message[:MESSAGE_LIMIT],
-            source=V1EventSource(component=COMPONENT), reporting_component=COMPONENT,
-            first_timestamp=now, last_timestamp=now, count=1,
-        )
+        body = {  # a core/v1 Event; the client serializes the datetimes
+            "metadata": {"name": name, "namespace": rollout.namespace},
+            "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": rollout.name,
+                               "namespace": rollout.namespace, "uid": rollout.uid},
+            "type": event.type, "reason": event.reason, "message": event.message[:MESSAGE_LIMIT],
+            "source": {"component": COMPONENT}, "reportingComponent": COMPONENT,
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+        }
         try:
             try:
                 self.core.create_namespaced_event(rollout.namespace, body)
@@ -56,10 +56,11 @@ class EventRecorder:
                     raise
                 seen = self.core.read_namespaced_event(name, rollout.namespace)
                 self.core.patch_namespaced_event(name, rollout.namespace, {
-                    "count": (seen.count or 1) + 1, "lastTimestamp": now.isoformat().replace("+00:00", "Z")})
+                    "count": (seen.get("count") or 1) + 1, "lastTimestamp": now.isoformat().replace("+00:00", "Z")})
         except ApiException as error:
             log.warning("could not post event %s on %s/%s: %s", event.reason, rollout.namespace, rollout.name,
                         error.reason)
 
-    def list_for(self, namespace: str, name: str) -> CoreV1EventList:
-        return self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    def list_for(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The Events on the named object (as the apiserver gives them)."""
+        return list(self.core.list_namespaced_event(namespace, f"involvedObject.name={name}").get("items") or [])

@@ -87,7 +87,7 @@ def test_five_minutes_of_mlflow_outage_under_a_live_rollback_cost_a_bounded_numb
                 break
             status = tick()
         assert status.phase == "AwaitingApproval", status.message
-        assert kube.core.read_namespaced_config_map(CONFIGMAP, namespace).data[f"{FLAG_KEY}__BTCUSDC"] != BASELINE
+        assert kube.core.read_namespaced_config_map(CONFIGMAP, namespace)["data"][f"{FLAG_KEY}__BTCUSDC"] != BASELINE
 
         mlflow[0].stop()
         abort = Request(kind="abort", id="abort-1", by=STACK_HUMAN, at=clock.now)
@@ -99,17 +99,17 @@ def test_five_minutes_of_mlflow_outage_under_a_live_rollback_cost_a_bounded_numb
             status = tick()
         writes = kube.writes - writes_before
         assert status.phase == "RollingBack"
-        data = kube.core.read_namespaced_config_map(CONFIGMAP, namespace).data
+        data = kube.core.read_namespaced_config_map(CONFIGMAP, namespace)["data"]
         assert set(data.values()) == {BASELINE}, "the seconds path does not wait for MLflow"
         stuck = next(a for a in status.actions if a.state == "Pending")
         assert stuck.type == "moveAlias" and "MLflow" in stuck.last_error
-        events = recorder.list_for(namespace, "stuck").items
-        failed = [e for e in events if e.reason == "ActionFailed"]
+        events = recorder.list_for(namespace, "stuck")
+        failed = [e for e in events if e["reason"] == "ActionFailed"]
         print(f"5 min of MLflow outage: {stuck.attempts} tries, {writes} status writes, {len(events)} Event objects, "
-              f"ActionFailed count {[e.count for e in failed]}")
+              f"ActionFailed count {[e.get('count') for e in failed]}")
         assert 5 <= stuck.attempts <= 12, "backed off exponentially: 0, 1, 3, 7, ... 255 s, not every tick"
         assert writes <= 2 * stuck.attempts + 4, "status is written when something changes, not on every tick"
-        assert len(failed) == 1 and failed[0].count == stuck.attempts, "one Event per distinct error, counted"
+        assert len(failed) == 1 and failed[0].get("count") == stuck.attempts, "one Event per distinct error, counted"
         assert len(events) <= 12
 
         port = int(mlflow[0].url.rsplit(":", 1)[1])

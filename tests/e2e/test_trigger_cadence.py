@@ -132,5 +132,5 @@ def test_at_a_60s_gate_interval_a_breach_reverts_on_the_next_trigger_check(scena
         status = operator.tick(1)
     assert status.phase == "RolledBack", status.message
     assert [a.id for a in status.actions if a.reason == "rollback"] == reverts
-    rolling_back = [e for e in operator.events.list_for(scenario.namespace, NAME).items if e.reason == "RollingBack"]
-    assert len(rolling_back) == 1 and (rolling_back[0].count or 1) == 1
+    rolling_back = [e for e in operator.events.list_for(scenario.namespace, NAME) if e["reason"] == "RollingBack"]
+    assert len(rolling_back) == 1 and (rolling_back[0].get("count") or 1) == 1

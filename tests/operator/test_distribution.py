@@ -82,3 +82,14 @@ def test_the_operator_imports_without_the_model_stack_and_without_scipy(tmp_path
     assert "mlflow" not in loaded  # its ~35 MB come with the first MLflow call
     assert "mlflow" in after_mlflow  # mlflow-skinny alone suffices for the client
     assert after_mlflow.isdisjoint(MODEL_STACK | {"scipy"})
+
+
+def test_the_operator_loads_no_core_v1_api() -> None:
+    """kubernetes' CoreV1Api imports the model classes of every core/v1 kind (about 19 MB resident); the
+    operator's few core calls (ConfigMaps, Secrets, Events) go through `kube.CoreApi` without it."""
+    code = ("import sys, modelrollout.handlers, modelrollout.cli, modelrollout.events\n"
+            "print('kubernetes.client.api.core_v1_api' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                            env={**os.environ, "PYTHONPATH": str(OPERATOR_SOURCE)})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
