@@ -21,7 +21,7 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
-from devstack.nodestack import CHART, NodeStack, ServingOnNode, helm, pod_ip, serving_on_node, start_node_stack
+from devstack.nodestack import CHART, FlagSource, NodeStack, ServingOnNode, helm, pod_ip, serving_on_node, start_node_stack
 from devstack.postgres import start_postgres
 from devstack.prometheus import PrometheusServer
 from devstack.scenario import BASELINE, FLAG_KEY, wait_until
@@ -33,7 +33,7 @@ SERVED = ["BTCUSDC", "ETHUSDC"]
 BASELINE_VERSION, CANDIDATE_VERSION = "1", "2"
 SYSTEM_NAMESPACE = "modelrollout-system"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=modelrollout,app.kubernetes.io/component=operator"
-SERVERS = {"watching": "api", "mounted": "volume"}
+SERVERS: dict[str, FlagSource] = {"watching": "api", "mounted": "volume"}
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeStack]:
 def on_node(node_stack: NodeStack, prometheus_server: PrometheusServer,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingOnNode]:
     with serving_on_node(node_stack, prometheus_server, tmp_path_factory.mktemp("serving"), symbols=SERVED,
-                         servers=SERVERS, system_namespace=SYSTEM_NAMESPACE) as serving:  # type: ignore[arg-type]
+                         servers=SERVERS, system_namespace=SYSTEM_NAMESPACE) as serving:
         yield serving
 
 
