@@ -10,10 +10,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 deps: system-packages venv controlplane
 
+# Prometheus and PostgreSQL for the stack; containerd, runc, the CNI plugins, buildah, debootstrap
+# and socat for the local node (devstack.node) and its images (devstack.images).
+DEBIAN_PACKAGES := prometheus postgresql containerd runc containernetworking-plugins buildah debootstrap socat iptables
+
 system-packages:
-	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  echo ">> installing Debian packages: prometheus postgresql"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus postgresql >/dev/null; \
+	@if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	  || ! command -v containerd >/dev/null || ! command -v runc >/dev/null || ! test -x /usr/lib/cni/bridge \
+	  || ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null || ! command -v socat >/dev/null; then \
+	  echo ">> installing Debian packages: $(DEBIAN_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES) >/dev/null; \
 	fi
 
 venv: $(VENV)/.installed
@@ -28,8 +34,8 @@ $(VENV)/.installed: $(DISTRIBUTIONS)
 	@touch $@
 
 controlplane:
-	@echo ">> control plane binaries (built once from the Go module proxy, then cached):"
-	@hack/build-controlplane.sh
+	@echo ">> control plane and node binaries (built once from the Go module proxy, then cached):"
+	@hack/build-controlplane.sh --node
 
 crd: venv
 	$(PY) -m modelrollout.crd > crds/modelrollout.yaml

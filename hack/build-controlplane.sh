@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the pinned kube-apiserver and etcd (and helm) from the Go module proxy into a
 # version-keyed cache, so a second run costs nothing. Prints the bin directory.
+# `--node` also builds what one real node needs (devstack.node): kubelet, kube-scheduler,
+# kube-controller-manager from the same module, and the pod sandbox's pause binary from its C
+# source in that module (built static with gcc).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 module_version() { sed -nE "s#^(require)?[[:space:]]*$2 (v[^ ]+).*#\\2#p" "$here/$1/go.mod" | head -n1; }
@@ -28,5 +31,18 @@ fi
 if [ ! -x "$bin/helm" ]; then
   (cd "$here/helm" && go build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$helm_version" -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm) >&2
   mv "$bin/helm.tmp" "$bin/helm"
+fi
+if [ "${1:-}" = "--node" ]; then
+  for cmd in kubelet kube-scheduler kube-controller-manager; do
+    if [ ! -x "$bin/$cmd" ]; then
+      (cd "$here/controlplane" && go build -trimpath -ldflags "$(stamp)" -o "$bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd") >&2
+      mv "$bin/$cmd.tmp" "$bin/$cmd"
+    fi
+  done
+  if [ ! -x "$bin/pause" ]; then
+    source_dir=$(cd "$here/controlplane" && go list -m -f '{{.Dir}}' k8s.io/kubernetes)
+    gcc -Os -static -Wall -DVERSION="$kube_version-modelrollout" -o "$bin/pause.tmp" "$source_dir/build/pause/linux/pause.c" >&2
+    strip "$bin/pause.tmp" && mv "$bin/pause.tmp" "$bin/pause"
+  fi
 fi
 echo "$bin"

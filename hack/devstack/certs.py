@@ -33,7 +33,7 @@ def _name(common_name: str, organization: str | None = None) -> x509.Name:
 
 
 def _issue(subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Name,
-           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool, server: bool = False) -> x509.Certificate:
+           issuer_key: ec.EllipticCurvePrivateKey, *, ca: bool, server_ips: tuple[str, ...] = ()) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
     builder = (
         x509.CertificateBuilder()
@@ -45,16 +45,17 @@ def _issue(subject: x509.Name, key: ec.EllipticCurvePrivateKey, issuer: x509.Nam
         .not_valid_after(now + dt.timedelta(days=7))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
+    if server_ips:
+        addresses = [x509.IPAddress(ipaddress.ip_address(ip)) for ip in server_ips]
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), *addresses]), critical=False)
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def make_pki(directory: Path) -> dict[str, Path]:
-    """Write every key and certificate into `directory` and return their paths by role."""
+def make_pki(directory: Path, serving_ips: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Write every key and certificate into `directory` and return their paths by role.
+
+    The serving certificate holds 127.0.0.1 and `serving_ips` (a local node's pods reach the
+    apiserver through a relay on their bridge's gateway address)."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / f"{name}.pem" for name in
              ("ca", "ca-key", "serving", "serving-key", "admin", "admin-key", "sa-key", "sa-pub")}
@@ -64,7 +65,8 @@ def make_pki(directory: Path) -> dict[str, Path]:
     serving_key, admin_key, sa_key = _key(), _key(), _key()
     _write_cert(ca_cert, paths["ca"])
     _write_key(ca_key, paths["ca-key"])
-    _write_cert(_issue(_name("kube-apiserver"), serving_key, ca_name, ca_key, ca=False, server=True), paths["serving"])
+    _write_cert(_issue(_name("kube-apiserver"), serving_key, ca_name, ca_key, ca=False,
+                       server_ips=("127.0.0.1", *serving_ips)), paths["serving"])
     _write_key(serving_key, paths["serving-key"])
     _write_cert(_issue(_name("admin", "system:masters"), admin_key, ca_name, ca_key, ca=False), paths["admin"])
     _write_key(admin_key, paths["admin-key"])

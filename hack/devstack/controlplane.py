@@ -20,10 +20,11 @@ from devstack.process import Server, free_port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def toolchain_bin() -> Path:
-    """Build (or reuse from the cache) kube-apiserver, etcd and helm; return their folder."""
+def toolchain_bin(node: bool = False) -> Path:
+    """Build (or reuse from the cache) kube-apiserver, etcd and helm, and with `node` the kubelet,
+    scheduler, controller manager and pause of devstack.node; return their folder."""
     script = REPO_ROOT / "hack" / "build-controlplane.sh"
-    result = subprocess.run([str(script)], check=True, capture_output=True, text=True)
+    result = subprocess.run([str(script), *(["--node"] if node else [])], check=True, capture_output=True, text=True)
     return Path(result.stdout.strip().splitlines()[-1])
 
 
@@ -64,11 +65,13 @@ def write_kubeconfig(path: Path, url: str, ca: Path, user: dict[str, str], name:
     return path
 
 
-def start_control_plane(workdir: Path, authorization_mode: str = "RBAC") -> ControlPlane:
-    """Start etcd and kube-apiserver in `workdir`; return once `kubectl` can list namespaces."""
+def start_control_plane(workdir: Path, authorization_mode: str = "RBAC", serving_ips: tuple[str, ...] = ()) -> ControlPlane:
+    """Start etcd and kube-apiserver in `workdir`; return once `kubectl` can list namespaces.
+
+    `serving_ips`: more addresses for the serving certificate (devstack.node's pods' gateway)."""
     bin_dir = toolchain_bin()
     workdir.mkdir(parents=True, exist_ok=True)
-    pki = make_pki(workdir / "pki")
+    pki = make_pki(workdir / "pki", serving_ips)
     etcd_port, etcd_peer_port, api_port = free_port(), free_port(), free_port()
     etcd = Server(
         name="etcd",
@@ -96,6 +99,10 @@ def start_control_plane(workdir: Path, authorization_mode: str = "RBAC") -> Cont
             f"--tls-cert-file={pki['serving']}",
             f"--tls-private-key-file={pki['serving-key']}",
             f"--client-ca-file={pki['ca']}",
+            # `kubectl logs` and `exec` reach a local node's kubelet as the admin.
+            f"--kubelet-client-certificate={pki['admin']}",
+            f"--kubelet-client-key={pki['admin-key']}",
+            "--kubelet-preferred-address-types=InternalIP",
             f"--service-account-key-file={pki['sa-pub']}",
             f"--service-account-signing-key-file={pki['sa-key']}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",

@@ -1,0 +1,154 @@
+"""The product on a real node: the chart's operator pods and the user's model server pods.
+
+`helm install` puts the operator on the node as the two pods of its Deployment (one acts, the other
+stands by), from the image its Dockerfile builds. The model servers run from the model-runtime image:
+`watching` learns its flag from the API, `mounted` from a ConfigMap volume that the kubelet updates
+at its next pod sync (docs/semantics.md, "The revert on a node"). Models are trained into an MLflow
+of the test's own; the market's outcome series come from a SeriesFeed. A breach in the canary must
+make the watching pod answer with the baseline's model version, read from the pod itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from prometheus_client.parser import text_string_to_metric_families
+
+from devstack.nodestack import CHART, FlagSource, NodeStack, ServingOnNode, helm, pod_ip, serving_on_node, start_node_stack
+from devstack.postgres import start_postgres
+from devstack.prometheus import PrometheusServer
+from devstack.scenario import BASELINE, FLAG_KEY, wait_until
+from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
+
+# The first test's timeout includes building the images on a fresh machine (cached afterwards).
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.node, pytest.mark.timeout(2400)]
+SERVED = ["BTCUSDC", "ETHUSDC"]
+BASELINE_VERSION, CANDIDATE_VERSION = "1", "2"
+SYSTEM_NAMESPACE = "modelrollout-system"
+OPERATOR_SELECTOR = "app.kubernetes.io/name=modelrollout,app.kubernetes.io/component=operator"
+SERVERS: dict[str, FlagSource] = {"watching": "api", "mounted": "volume"}
+
+
+@pytest.fixture(scope="module")
+def node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeStack]:
+    stack = start_node_stack(tmp_path_factory.mktemp("node"))
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def on_node(node_stack: NodeStack, prometheus_server: PrometheusServer,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingOnNode]:
+    with serving_on_node(node_stack, prometheus_server, tmp_path_factory.mktemp("serving"), symbols=SERVED,
+                         servers=SERVERS, system_namespace=SYSTEM_NAMESPACE) as serving:
+        yield serving
+
+
+def operator_pods(on_node: ServingOnNode) -> list[dict[str, Any]]:
+    out = on_node.stack.plane.kubectl("-n", SYSTEM_NAMESPACE, "get", "pods", "-l", OPERATOR_SELECTOR, "-o", "json").stdout
+    return list(json.loads(out)["items"])
+
+
+def test_the_chart_runs_two_operator_pods_of_which_one_acts(on_node: ServingOnNode) -> None:
+    pods = operator_pods(on_node)
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod["status"]["phase"] == "Running"
+        assert {c["type"]: c["status"] for c in pod["status"]["conditions"]}["Ready"] == "True"
+        assert pod["spec"]["containers"][0]["image"] == on_node.stack.images["operator"].ref
+        assert pod["spec"]["serviceAccountName"].startswith("modelrollout")
+        assert pod["status"]["containerStatuses"][0]["restartCount"] == 0, "its liveness probe must pass"
+    names = [pod["metadata"]["name"] for pod in pods]
+    model_stack = on_node.stack.plane.kubectl("-n", SYSTEM_NAMESPACE, "exec", names[0], "--", "python", "-c", (
+        "import importlib.util as u; print(' '.join(m for m in ('xgboost', 'sympy', 'sklearn', 'numba') if u.find_spec(m)))"))
+    assert model_stack.stdout.strip() == "", f"the operator image carries the model stack: {model_stack.stdout}"
+
+    def acting() -> list[str]:
+        """kopf starts paused; a replica acts once it resumed and has not paused since (peering.py)."""
+        logs = {name: on_node.stack.plane.kubectl("-n", SYSTEM_NAMESPACE, "logs", name).stdout for name in names}
+        return [name for name, log in logs.items()
+                if log.rfind("Resuming operations after the pause") > log.rfind("Pausing operations in favour of")]
+
+    wait_until(lambda: len(acting()) == 1, "exactly one replica acting", timeout=60)
+
+
+def test_a_canary_breach_makes_the_watching_pod_answer_with_the_baseline_seconds_after_the_configmap_revert(
+        on_node: ServingOnNode) -> None:
+    scenario = on_node.scenario
+    for server in SERVERS:
+        assert {s: on_node.answer(server, s)["version"] for s in SERVED} == dict.fromkeys(SERVED, BASELINE_VERSION)
+
+    def canary_on_btc(spec: dict[str, Any]) -> None:
+        spec["symbols"] = SERVED
+        spec["stages"] = spec["stages"][1:]  # the sweep gate is tested elsewhere; this is about the levers
+        spec["stages"][0]["minDuration"] = "600s"
+        spec["models"]["trackingUri"] = on_node.in_cluster["mlflow"]
+        spec["prometheus"]["url"] = on_node.in_cluster["prometheus"]
+
+    scenario.apply(scenario.manifest(mutate=canary_on_btc))
+    scenario.wait_for(lambda s: s.get("stage") == "canary" and any(
+        a["state"] == "Done" for a in s.get("actions", [])), "the canary switched", timeout=120)
+    wait_until(lambda: on_node.answer("watching", "BTCUSDC")["version"] == CANDIDATE_VERSION,
+               "the watching pod serving the candidate on BTCUSDC", timeout=30)
+    assert on_node.answer("watching", "ETHUSDC")["version"] == BASELINE_VERSION
+
+    breached = time.monotonic()
+    scenario.feed.set("expectancy_net_realized", -0.05, symbol="BTCUSDC", variant="candidate")
+    wait_until(lambda: scenario.configmap().get(f"{FLAG_KEY}__BTCUSDC", BASELINE) == BASELINE,
+               "the ConfigMap revert", timeout=90)
+    reverted = time.monotonic()
+    wait_until(lambda: on_node.answer("watching", "BTCUSDC")["version"] == BASELINE_VERSION,
+               "the watching pod answering with the baseline", timeout=30)
+    served = time.monotonic()
+    print(f"breach written -> ConfigMap reverted {reverted - breached:.1f}s -> watching pod serves the baseline "
+          f"{served - reverted:.1f}s later")
+    answer = on_node.answer("watching", "BTCUSDC")
+    assert (answer["version"], answer["variant"]) == (BASELINE_VERSION, "baseline")
+    status = scenario.wait_phase("RolledBack", timeout=120)
+    assert "expectancy" in status["rollback"]["reason"]
+    # The mounted pod learns of it only at the kubelet's next sync of the pod (not asserted: it is
+    # the kubelet's timing, measured by benchmarks/node_revert_latency.py), but it does learn.
+    wait_until(lambda: on_node.answer("mounted", "BTCUSDC")["version"] == BASELINE_VERSION,
+               "the mounted pod answering with the baseline", timeout=240)
+
+
+def test_the_charts_journal_exporter_pod_exports_the_trades_of_a_postgresql_journal(on_node: ServingOnNode) -> None:
+    """The exporter as the chart runs it: its image, its URL from a Secret, the journal a PostgreSQL
+    of the stack's (reached through the node's relay), read-only root filesystem, no API token."""
+    stack, namespace = on_node.stack, SYSTEM_NAMESPACE
+    postgres = start_postgres()
+    try:
+        engine = sa.create_engine(postgres.url)
+        create_journal(engine)
+        now = datetime.now(UTC)
+        trades = [ClosedTrade(symbol="BTCUSDC", variant="candidate", opened_at=now - timedelta(minutes=30 + i),
+                              closed_at=now - timedelta(minutes=i), side="long", pnl_net=0.01 * (i % 3 - 1))
+                  for i in range(7)]
+        assert record_trades(engine, trades) == 7
+        engine.dispose()
+        port = int(postgres.url.rsplit(":", 1)[1].split("/")[0])
+        url = postgres.url.replace(f"127.0.0.1:{port}", stack.node.expose(port))
+        stack.plane.kubectl("-n", namespace, "create", "secret", "generic", "journal-db", f"--from-literal=url={url}")
+        repository, tag = stack.images["model-runtime"].ref.rsplit(":", 1)
+        helm(stack, "upgrade", "modelrollout", str(CHART), f"--namespace={namespace}", "--reuse-values", "--wait",
+             "--timeout=5m", values={"journalExporter": {
+                 "enabled": True, "dbUrlSecret": {"name": "journal-db", "key": "url"}, "refreshInterval": "2s",
+                 "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}})
+        exporter = f"http://{pod_ip(stack, namespace, 'app.kubernetes.io/component=journal-exporter')}:9103/metrics"
+
+        def exported_trades() -> float | None:
+            with urllib.request.urlopen(exporter, timeout=10) as response:
+                text = response.read().decode()
+            return next((s.value for family in text_string_to_metric_families(text) for s in family.samples
+                         if s.name == "n_trades" and s.labels == {"symbol": "BTCUSDC", "variant": "candidate"}), None)
+
+        wait_until(lambda: exported_trades() == 7.0, "the exporter pod exporting the journal's 7 trades", timeout=60)
+    finally:
+        postgres.stop()
