@@ -154,6 +154,16 @@ class Node:
         for container in self.ctr("containers", "ls", "-q", check=False).split():
             self.ctr("containers", "delete", container, check=False)
 
+    @staticmethod
+    def _remove_empty_pod_netns() -> None:
+        """Network namespaces the CNI made for sandboxes that ended without a CRI teardown (a forced
+        stop): only those no process is in, so another runtime's pods are never touched."""
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
+        for name in (line.split()[0] for line in listed if line.strip()):
+            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.strip()
+            if name.startswith("cni-") and not pids:
+                subprocess.run(["ip", "netns", "delete", name], capture_output=True)
+
     def _unmount(self) -> None:
         mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
         for mount in sorted((m for m in mounts if m.startswith(str(self.workdir))), key=len, reverse=True):
@@ -174,6 +184,7 @@ class Node:
             with contextlib.suppress(Exception):
                 relay.stop()
         self._unmount()
+        self._remove_empty_pod_netns()
         self.lock.close()  # releases the machine's one node
 
 
