@@ -51,14 +51,15 @@ def log(message: str) -> None:
 
 
 def first_time(predicate: Callable[[], bool], what: str, timeout: float, poll: float) -> float:
-    """The monotonic time at which `predicate` first held (errors count as "not yet")."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """The monotonic time at which `predicate` first held (an error, e.g. a refused connection, is "not yet")."""
+
+    def holds() -> bool:
         with contextlib.suppress(Exception):
-            if predicate():
-                return time.monotonic()
-        time.sleep(poll)
-    raise TimeoutError(f"{what} not seen within {timeout}s")
+            return predicate()
+        return False
+
+    wait_until(holds, what, timeout, poll)
+    return time.monotonic()
 
 
 def one_repetition(serving: ServingOnNode, index: int, rng: random.Random) -> dict[str, float]:

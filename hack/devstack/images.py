@@ -90,22 +90,14 @@ def base_image() -> str:
     return BASE_REF
 
 
-def pause_image(pause_binary: Path) -> str:
-    """The pod sandbox's image: the pinned Kubernetes' own pause program, alone."""
-    if not _exists(PAUSE_REF):
-        with tempfile.TemporaryDirectory() as scratch:
-            shutil.copy2(pause_binary, Path(scratch) / "pause")
-            _from_directory(PAUSE_REF, Path(scratch), ["--entrypoint", '["/pause"]', "--user", "65535:65535"])
-    return PAUSE_REF
-
-
 def _export(ref: str) -> Image:
     [info] = json.loads(buildah("images", "--json", ref))
     image_id, size = info["id"], info["size"]
-    archive = CACHE / "archives" / f"{ref.rsplit('/', 1)[-1].replace(':', '-')}-{image_id[:16]}.tar"
+    name, tag = ref.rsplit("/", 1)[-1].split(":")
+    archive = CACHE / "archives" / f"{name}-{tag}-{image_id[:16]}.tar"
     if not archive.exists():
         archive.parent.mkdir(parents=True, exist_ok=True)
-        for stale in archive.parent.glob(f"{ref.rsplit('/', 1)[-1].split(':')[0]}-*.tar"):
+        for stale in archive.parent.glob(f"{name}-*.tar"):
             stale.unlink()
         partial = archive.with_suffix(".partial")
         buildah("push", "--quiet", ref, f"oci-archive:{partial}:{ref}")
@@ -123,5 +115,9 @@ def build_project_image(name: str) -> Image:
 
 
 def pause(pause_binary: Path) -> Image:
-    """The pause image, exported for containerd."""
-    return _export(pause_image(pause_binary))
+    """The pod sandbox's image: the pinned Kubernetes' own pause program, alone; exported for containerd."""
+    if not _exists(PAUSE_REF):
+        with tempfile.TemporaryDirectory() as scratch:
+            shutil.copy2(pause_binary, Path(scratch) / "pause")
+            _from_directory(PAUSE_REF, Path(scratch), ["--entrypoint", '["/pause"]', "--user", "65535:65535"])
+    return _export(PAUSE_REF)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import re
+import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -138,13 +140,19 @@ class Node:
             relay = Server(name=f"relay-{port}", log_path=self.workdir / f"relay-{port}.log",
                            argv=["socat", f"TCP-LISTEN:{port},bind={GATEWAY},fork,reuseaddr", f"TCP:127.0.0.1:{port}"])
             self.relays[port] = relay.start()
-            time.sleep(0.2)
+            relay.wait_ready(lambda: _accepts(GATEWAY, port), timeout=10)
         return f"{GATEWAY}:{port}"
+
+    def in_cluster(self, url: str) -> str:
+        """`url` of a loopback server of the stack (any scheme) as pods reach it: through its relay."""
+        match = re.search(r"127\.0\.0\.1:(\d+)", url)
+        if match is None:
+            raise ValueError(f"{url} is not a loopback address")
+        return url.replace(match.group(0), self.expose(int(match.group(1))), 1)
 
     def in_cluster_env(self) -> list[dict[str, str]]:
         """EnvVars that point a pod's in-cluster client at the apiserver (there is no Service proxy)."""
-        api_port = int(self.plane.url.rsplit(":", 1)[1])
-        host, port = self.expose(api_port).split(":")
+        host, port = self.in_cluster(self.plane.url).removeprefix("https://").split(":")
         return [{"name": "KUBERNETES_SERVICE_HOST", "value": host}, {"name": "KUBERNETES_SERVICE_PORT", "value": port}]
 
     def _clear_containers(self) -> None:
@@ -159,9 +167,8 @@ class Node:
         """Network namespaces the CNI made for sandboxes that ended without a CRI teardown (a forced
         stop): only those no process is in, so another runtime's pods are never touched."""
         listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.splitlines()
-        for name in (line.split()[0] for line in listed if line.strip()):
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.strip()
-            if name.startswith("cni-") and not pids:
+        for name in (line.split()[0] for line in listed if line.startswith("cni-")):
+            if not subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.strip():
                 subprocess.run(["ip", "netns", "delete", name], capture_output=True)
 
     def _unmount(self) -> None:
@@ -186,6 +193,12 @@ class Node:
         self._unmount()
         self._remove_empty_pod_netns()
         self.lock.close()  # releases the machine's one node
+
+
+def _accepts(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex((host, port)) == 0
 
 
 def _one_node_per_machine(timeout: float = 900) -> IO[str]:

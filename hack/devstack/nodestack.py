@@ -209,8 +209,7 @@ def serving_on_node(stack: NodeStack, prometheus: PrometheusServer, workdir: Pat
         feed.wait_for("count(n_trades)", lambda r: r.values.get("*", 0) >= 10)
         local = Stack(plane=stack.plane, prometheus=prometheus, mlflow=mlflow, feed=feed, workdir=workdir)
         prepare_namespace(local, namespace)
-        in_cluster = {"mlflow": f"http://{stack.node.expose(_port(mlflow.url))}",
-                      "prometheus": f"http://{stack.node.expose(_port(prometheus.url))}"}
+        in_cluster = {"mlflow": stack.node.in_cluster(mlflow.url), "prometheus": stack.node.in_cluster(prometheus.url)}
         install_chart(stack, "modelrollout", system_namespace, {
             "watchNamespaces": [namespace],
             "rbac": {"configMaps": [{"namespace": namespace, "names": [CONFIGMAP]}]},
@@ -229,7 +228,3 @@ def serving_on_node(stack: NodeStack, prometheus: PrometheusServer, workdir: Pat
         for stop in stops:
             with contextlib.suppress(Exception):  # stop the rest whatever one of them says
                 stop()
-
-
-def _port(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])

@@ -133,8 +133,7 @@ def test_the_charts_journal_exporter_pod_exports_the_trades_of_a_postgresql_jour
                   for i in range(7)]
         assert record_trades(engine, trades) == 7
         engine.dispose()
-        port = int(postgres.url.rsplit(":", 1)[1].split("/")[0])
-        url = postgres.url.replace(f"127.0.0.1:{port}", stack.node.expose(port))
+        url = stack.node.in_cluster(postgres.url)
         stack.plane.kubectl("-n", namespace, "create", "secret", "generic", "journal-db", f"--from-literal=url={url}")
         repository, tag = stack.images["model-runtime"].ref.rsplit(":", 1)
         helm(stack, "upgrade", "modelrollout", str(CHART), f"--namespace={namespace}", "--reuse-values", "--wait",
