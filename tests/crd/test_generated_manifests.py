@@ -26,12 +26,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from mlflow.utils.validation import (
-    _validate_model_alias_name,
-    _validate_model_alias_name_reserved,
-    _validate_model_name,
-    _validate_tag_name,
-)
+from mlflow.utils.validation import _validate_model_name, _validate_tag_name
+
+try:  # MLflow 3.18 renamed its alias validators (they now serve every resource's aliases)
+    from mlflow.utils.validation import _validate_alias_name as _validate_model_alias_name
+    from mlflow.utils.validation import _validate_alias_name_reserved as _validate_model_alias_name_reserved
+except ImportError:
+    from mlflow.utils.validation import _validate_model_alias_name, _validate_model_alias_name_reserved
 from pydantic import ValidationError
 
 from devstack.controlplane import ControlPlane
