@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--loss", help="candidate loss (default focal:gamma=2,alpha=0.25)")
     sweep.add_argument("--baseline-loss", help="baseline loss (default binary:logistic)")
     sweep.add_argument("--folds", type=int, help="walk-forward folds per symbol and variant (default 13)")
+    sweep.add_argument("--shard", metavar="INDEX/COUNT",
+                       help="run every COUNT-th (symbol, fold) cell from INDEX: one completion index of an Indexed Job, "
+                            "e.g. --shard $(JOB_COMPLETION_INDEX)/8")
+    sweep.add_argument("--sweep-id", help="tag the runs with this id (every shard of one sweep gives the same)")
 
     serve = commands.add_parser("serve", help="inference server with Prometheus metrics")
     _common(serve)

@@ -91,3 +91,23 @@ def test_sweep_logs_paired_rows_and_a_rerun_replaces_them(mlflow_server):
     assert main(args) == 0
     active = client.search_runs([experiment], max_results=1000)
     assert len(active) == 12 and {r.data.tags["sweep_id"] for r in active} != {first_sweep}
+
+
+def test_shards_of_one_sweep_cover_every_cell_once_and_a_retried_shard_replaces_its_runs(mlflow_server):
+    """An Indexed Job's completion indexes: together the whole sweep under one id, each cell once, even when
+    the Job runs an index again after its pod failed (the earlier try's runs are retired, not doubled)."""
+    base = ["sweep", "--tracking-uri", mlflow_server.url, "--experiment", "mr-sharded", "--symbols", "BTCUSDC,SOLUSDC",
+            "--strategy", "sh", "--rows", "4000", "--rounds", "10", "--folds", "3", "--sweep-id", "job-a"]
+    for index in range(4):
+        assert main([*base, "--shard", f"{index}/4"]) == 0
+    assert main([*base, "--shard", "2/4"]) == 0  # the Job retries index 2
+    client = MlflowClient(mlflow_server.url, mlflow_server.url)
+    experiment = client.get_experiment_by_name("mr-sharded").experiment_id
+    runs = client.search_runs([experiment], "tags.sweep_id = 'job-a'", max_results=1000)
+    keys = sorted((r.data.tags["symbol"], r.data.tags["fold"], r.data.tags["variant"]) for r in runs)
+    assert keys == sorted((s, str(f), v) for s in ("BTCUSDC", "SOLUSDC") for f in range(3)
+                          for v in ("baseline", "candidate"))
+    by_cell = {(r.data.tags["symbol"], r.data.tags["fold"]): r.data.tags["shard"] for r in runs}
+    assert by_cell == {("BTCUSDC", "0"): "0/4", ("BTCUSDC", "1"): "1/4", ("BTCUSDC", "2"): "2/4",
+                       ("SOLUSDC", "0"): "3/4", ("SOLUSDC", "1"): "0/4", ("SOLUSDC", "2"): "1/4"}
+    assert main([*base, "--shard", "4/4"]) == 2  # an index outside the Job's is a flag error, not an empty shard
