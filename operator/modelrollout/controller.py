@@ -27,11 +27,12 @@ from modelrollout.engine import Event, MeasurementPlan
 from modelrollout.kube import Conflict, Kube, RolloutObject, parse_requests, rollout_from_body
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.mlflow_provider import MlflowProvider, MlflowUnavailable
-from modelrollout.observation import Observation, Request, SweepEvidence
+from modelrollout.observation import Observation, Request, SweepEvidence, SweepJobProgress
 from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries, query_key
 from modelrollout.replay import replay_plan
 from modelrollout.spec import ModelRolloutSpec, Stage, parse_duration
 from modelrollout.status import Action, Measurement, ModelRolloutStatus, ReplayFinding
+from modelrollout.sweep_job import job_manifest, job_name, job_progress
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class Controller:
         key = f"{rollout.namespace}/{rollout.name}"
         plan = engine.plan_measurements(spec, status, now, refused=bool(refused),
                                         triggers_checked_at=self._triggers_checked.get(key), requests=requests)
-        observation = self.observe(rollout.namespace, spec, plan, now)
+        observation = self.observe(rollout, spec, plan, now)
         if requests:  # the engine counts a request only if the apiserver refuses a forged one right now
             observation = replace(observation, requests_unverified=self.kube.admission_refuses_forgery(rollout, now))
         decision = engine.decide(spec, status, observation, requests, now, rollout.generation, refused=refused)
@@ -233,14 +234,23 @@ class Controller:
         return not engine.pending_actions(status)
 
     # -- measuring -----------------------------------------------------------------------
-    def observe(self, namespace: str, spec: ModelRolloutSpec, plan: MeasurementPlan, now: datetime) -> Observation:
-        """Measure what the plan says, nothing more: what to read is the engine's call."""
-        mlflow = self.mlflow(spec)
+    def observe(self, rollout: RolloutObject, spec: ModelRolloutSpec, plan: MeasurementPlan,
+                now: datetime) -> Observation:
+        """Measure what the plan says, nothing more: what to read is the engine's call. A sweep Job the plan
+        names is read first; until it completed its gates are not measured, and then its runs are their
+        evidence (those of the Job's sweep id alone)."""
+        namespace, mlflow = rollout.namespace, self.mlflow(spec)
+        job = None if plan.sweep_job is None else self.sweep_job_progress(rollout, plan.sweep_job)
+        if job is not None and (job.error is not None or job.state != "Complete"):
+            plan = replace(plan, gates=None)
+        job_gate = spec.sweep_job_gate()
+        job_experiment = job_gate.sweep.experiment if job is not None and job_gate and job_gate.sweep else None
         evidence: dict[str, SweepEvidence] = {}
 
         def sweep(experiment: str) -> SweepEvidence:
             if experiment not in evidence:
-                evidence[experiment] = mlflow.sweep_evidence(experiment)
+                sweep_id = job.name if job is not None and experiment == job_experiment else None
+                evidence[experiment] = mlflow.sweep_evidence(experiment, sweep_id=sweep_id)
             return evidence[experiment]
 
         gates: list[Measurement] | None = None if plan.gates is None else []
@@ -267,7 +277,15 @@ class Controller:
                 versions_error = error_text(error, with_type=False)
         return Observation(gates=None if gates is None else tuple(gates),
                            triggers=None if triggers is None else tuple(triggers), versions=versions,
-                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence), replay=replay)
+                           versions_error=versions_error, sweep_fingerprint=_fingerprint(evidence), replay=replay,
+                           sweep_job=job)
+
+    def sweep_job_progress(self, rollout: RolloutObject, key: str) -> SweepJobProgress:
+        name = job_name(rollout.name, key)
+        try:
+            return job_progress(name, self.kube.read_job(rollout.namespace, name), rollout.uid)
+        except ApiException as error:
+            return SweepJobProgress(name, "Running", error=f"{error.status} {error.reason}")
 
     def prometheus(self, spec: ModelRolloutSpec, token: str | None) -> PrometheusProvider:
         """One provider (and HTTP connection pool) per Prometheus, timeout and token, kept across cycles
@@ -301,14 +319,14 @@ class Controller:
         for action in engine.due_actions(status, self.clock(), refused=refused):
             error = ""
             try:
-                changed = self.execute(rollout.namespace, spec, action)
+                changed = self.execute(rollout, spec, action)
             except Exception as failure:  # noqa: BLE001 - any failure keeps the action pending, with its reason
                 error = error_text(failure)
             status = engine.mark_action(status, action.id, self.clock(), error)
             if error:
-                event = Event("Warning", "ActionFailed", f"{_describe(action)} failed (will retry): {error}")
+                event = Event("Warning", "ActionFailed", f"{_describe(action, rollout.name)} failed (will retry): {error}")
             else:
-                event = Event("Normal", "ActionDone", f"{_describe(action)}" + ("" if changed else " (already so)"))
+                event = Event("Normal", "ActionDone", f"{_describe(action, rollout.name)}" + ("" if changed else " (already so)"))
                 if action.reason == "rollback":
                     self.metrics.rollback_actions.labels(action=action.type).inc()
             rollout = self._commit(rollout, status, (event,))
@@ -316,10 +334,12 @@ class Controller:
                 break
         return rollout, status
 
-    def execute(self, namespace: str, spec: ModelRolloutSpec, action: Action) -> bool:
+    def execute(self, rollout: RolloutObject, spec: ModelRolloutSpec, action: Action) -> bool:
         if action.type == "setFlag":
             target_namespace, _, configmap = action.target.rpartition("/")
-            return self.kube.set_flags(target_namespace or namespace, configmap, action.flags)
+            return self.kube.set_flags(target_namespace or rollout.namespace, configmap, action.flags)
+        if action.type == "runSweep":
+            return self.kube.create_job(rollout.namespace, job_manifest(spec, rollout.name, rollout.uid, action.target))
         mlflow = self.mlflow(spec)
         if action.type == "moveAlias":
             return mlflow.set_alias(action.target, action.alias, action.value)
@@ -401,10 +421,12 @@ def _schedule_of(body: Mapping[str, object]) -> engine.Schedule | None:
     return engine.schedule(spec, status)
 
 
-def _describe(action: Action) -> str:
+def _describe(action: Action, rollout_name: str) -> str:
     if action.type == "setFlag":
         keys = ", ".join(f"{k}={v}" for k, v in sorted(action.flags.items()))
         return f"{action.reason}: ConfigMap {action.target} set {keys}"
+    if action.type == "runSweep":
+        return f"{action.reason}: create Indexed Job {job_name(rollout_name, action.target)}"
     if action.type == "moveAlias":
         return f"{action.reason}: MLflow alias {action.target}@{action.alias} -> version {action.value}"
     return f"{action.reason}: MLflow tag {action.target} {action.alias}={action.value}"

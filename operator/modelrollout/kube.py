@@ -96,17 +96,31 @@ def parse_requests(annotations: dict[str, str]) -> list[Request]:
     return [request for request in parsed if request is not None]
 
 
-class CoreApi:
-    """The few core/v1 calls the operator makes (ConfigMaps, Secrets, Events), objects in and out as dicts.
+class RawApi:
+    """Calls to built-in kinds, objects in and out as dicts.
 
-    kubernetes' `CoreV1Api` imports the model classes of every core/v1 kind with its module (about
-    250 modules, 19 MB resident for the life of the process); these calls go through the same
-    `ApiClient` (its configuration, authentication, connection pool and errors: `ApiException`),
-    with the same paths, query parameters and content types as `CoreV1Api`'s methods of the same name.
+    kubernetes' `CoreV1Api` (and `BatchV1Api`) import the model classes of every kind of their group with
+    their module (core/v1: about 250 modules, 19 MB resident for the life of the process); these calls go
+    through the same `ApiClient` (its configuration, authentication, connection pool and errors:
+    `ApiException`), with the same paths, query parameters and content types as the generated methods of
+    the same name.
     """
 
     def __init__(self, api_client: ApiClient) -> None:
         self.api_client = api_client
+
+    def _call(self, method: str, path: str, *, body: dict[str, Any] | None = None, query: list[tuple[str, str]] | None = None,
+              content_type: str | None = None) -> dict[str, Any]:
+        headers = {"Accept": "application/json"} | ({"Content-Type": content_type} if content_type else {})
+        request = self.api_client.param_serialize(method=method, resource_path=path, query_params=query or [],
+                                                  header_params=headers, body=body, auth_settings=["BearerToken"])
+        response = self.api_client.call_api(*request)
+        response.read()
+        return cast(dict[str, Any], self.api_client.response_deserialize(response, {"2XX": "object"}).data)
+
+
+class CoreApi(RawApi):
+    """The few core/v1 calls the operator makes: ConfigMaps, Secrets, Events."""
 
     def read_namespaced_config_map(self, name: str, namespace: str) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}")
@@ -130,14 +144,15 @@ class CoreApi:
     def list_namespaced_event(self, namespace: str, field_selector: str) -> dict[str, Any]:
         return self._call("GET", f"/api/v1/namespaces/{namespace}/events", query=[("fieldSelector", field_selector)])
 
-    def _call(self, method: str, path: str, *, body: dict[str, Any] | None = None, query: list[tuple[str, str]] | None = None,
-              content_type: str | None = None) -> dict[str, Any]:
-        headers = {"Accept": "application/json"} | ({"Content-Type": content_type} if content_type else {})
-        request = self.api_client.param_serialize(method=method, resource_path=path, query_params=query or [],
-                                                  header_params=headers, body=body, auth_settings=["BearerToken"])
-        response = self.api_client.call_api(*request)
-        response.read()
-        return cast(dict[str, Any], self.api_client.response_deserialize(response, {"2XX": "object"}).data)
+
+class BatchApi(RawApi):
+    """The batch/v1 calls the operator makes: the shadow stage's sweep Job."""
+
+    def create_namespaced_job(self, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", body=body)
+
+    def read_namespaced_job(self, name: str, namespace: str) -> dict[str, Any]:
+        return self._call("GET", f"/apis/batch/v1/namespaces/{namespace}/jobs/{name}")
 
 
 # CoreV1Api's content type for a patch; the client sends a dict body as a strategic merge patch
@@ -149,6 +164,7 @@ class Kube:
         client = api_client or ApiClient()
         self.custom = CustomObjectsApi(client)
         self.core = CoreApi(client)
+        self.batch = BatchApi(client)
 
     def get_rollout(self, namespace: str, name: str) -> RolloutObject | None:
         try:
@@ -210,6 +226,24 @@ class Kube:
             return False
         self.core.patch_namespaced_config_map(configmap, namespace, {"data": changes})
         return True
+
+    def create_job(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create a Job; False when one of that name already exists (a retry after a crash: the name is the key)."""
+        try:
+            self.batch.create_namespaced_job(namespace, body)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.batch.read_namespaced_job(name, namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
 
     def read_secret_key(self, namespace: str, name: str, key: str) -> str:
         data = self.core.read_namespaced_secret(name, namespace).get("data") or {}

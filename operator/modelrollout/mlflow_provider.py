@@ -67,8 +67,9 @@ class MlflowProvider:
 
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
 
-    def sweep_evidence(self, experiment: str) -> SweepEvidence:
-        """Every finished, active run of the experiment that carries the sweep tags; never raises.
+    def sweep_evidence(self, experiment: str, *, sweep_id: str | None = None) -> SweepEvidence:
+        """Every finished, active run of the experiment that carries the sweep tags (and `sweep_id`, when
+        given: one sweep's runs alone, e.g. those of the operator's sweep Job); never raises.
 
         Runs that are still running, failed or were killed are not evidence and are not
         read. Runs without all of `variant`, `symbol`, `fold` (e.g. a sweep's parent run),
@@ -82,7 +83,7 @@ class MlflowProvider:
                 if found is None:
                     return SweepEvidence(experiment, error=f"experiment {experiment!r} not found in MLflow at "
                                                            f"{self.tracking_uri}")
-                runs = list(self._finished_runs(found.experiment_id))
+                runs = list(self._finished_runs(found.experiment_id, sweep_id))
         except (MlflowUnavailable, ValueError) as error:
             return SweepEvidence(experiment, error=str(error))
         rows = tuple(row for row in map(_sweep_row, runs) if row is not None)
@@ -143,12 +144,13 @@ class MlflowProvider:
             self._client.set_registered_model_tag(registered_model, key, value)
         return True
 
-    def _finished_runs(self, experiment_id: str) -> Iterator[Run]:
+    def _finished_runs(self, experiment_id: str, sweep_id: str | None) -> Iterator[Run]:
         from mlflow.entities import ViewType
 
+        query = "attributes.status = 'FINISHED'" + ("" if sweep_id is None else f" and tags.sweep_id = '{sweep_id}'")
         token = None
         while True:
-            page = self._client.search_runs([experiment_id], filter_string="attributes.status = 'FINISHED'",
+            page = self._client.search_runs([experiment_id], filter_string=query,
                                             run_view_type=ViewType.ACTIVE_ONLY, max_results=self.page_size,
                                             page_token=token)
             yield from page

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from modelrollout.status import Measurement, ModelVersions, ReplayFinding
+from modelrollout.status import Measurement, ModelVersions, ReplayFinding, SweepJobState
 
 Variant = Literal["baseline", "candidate"]
 RequestKind = Literal["promote", "abort", "retry"]
@@ -56,6 +56,19 @@ class SweepEvidence:
 
 
 @dataclass(frozen=True)
+class SweepJobProgress:
+    """The sweep Job as read from the apiserver (`error`: it could not be read; `state` then means nothing)."""
+
+    name: str
+    state: SweepJobState
+    succeeded: int = 0
+    active: int = 0
+    failed: int = 0
+    message: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class Request:
     """A human's promote / abort / retry, read from the rollout's annotations by id.
 
@@ -92,6 +105,7 @@ class Observation:
     versions: ModelVersions | None = None  # None: MLflow could not be read this cycle
     versions_error: str | None = None
     sweep_fingerprint: str | None = None  # identifies the sweep evidence judged (run ids), when read
+    sweep_job: SweepJobProgress | None = None  # the shadow stage's sweep Job, when the plan read it
     replay: tuple[ReplayFinding, ...] | None = None  # the plan replayed over the baseline's history, when asked
     # Why this cycle's human requests cannot be trusted (the apiserver accepted a forged one), "" when it refused it
     requests_unverified: str = ""

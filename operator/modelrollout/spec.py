@@ -486,6 +486,45 @@ class NoFiringAlertGate(SpecModel):
         min_length=1, max_length=20)
 
 
+class EnvVar(SpecModel):
+    name: Annotated[str, StringConstraints(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253)]
+    value: Annotated[str, StringConstraints(max_length=4096)] = ""
+
+
+class SweepJob(SpecModel):
+    """The sweep, run by the operator as a Kubernetes Indexed Job when the shadow stage begins.
+
+    Each completion index runs `model-runtime sweep --shard INDEX/shards` in `image`: every shards-th
+    (symbol, fold) cell of spec.symbols, both variants, the baseline and candidate losses being
+    change.baseline and change.candidate, logged to models.trackingUri under the experiment of the gate
+    and one sweep id (the Job's name). The gate judges exactly those runs, once every index succeeded; a
+    Job that fails, passes its deadline or is deleted is an Error that holds the stage (Degraded), never
+    a verdict, and `kubectl modelrollout retry` runs a new one.
+    """
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        cel("self.parallelism <= self.shards", "parallelism cannot exceed shards", ".parallelism"),
+    ]})
+
+    image: Annotated[str, StringConstraints(pattern=r"^[^\s]+$", min_length=1, max_length=1024)]
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    shards: int = Field(default=1, ge=1, le=1000, description="Completion indexes; each runs every shards-th cell.")
+    parallelism: int = Field(default=1, ge=1, le=1000, description="Shards running at once.")
+    folds: int = Field(default=13, ge=1, le=1000, description="Walk-forward folds per symbol and variant.")
+    args: list[Annotated[str, StringConstraints(max_length=1024)]] = Field(
+        default=[], max_length=50, description="More `model-runtime sweep` flags, e.g. [--rows, '20000', --rounds, '100'].")
+    env: list[EnvVar] = Field(default=[], max_length=50)
+    service_account_name: Name | None = None
+    backoff_limit_per_index: int = Field(default=2, ge=0, le=100, description="Retries of one failed shard.")
+    active_deadline: PositiveDuration = Field(default="36h", description="The whole Job's time limit.")
+
+    @model_validator(mode="after")
+    def _parallelism(self) -> SweepJob:
+        if self.parallelism > self.shards:
+            raise ValueError("parallelism: parallelism cannot exceed shards")
+        return self
+
+
 class SweepGate(SpecModel):
     """The shadow stage's statistical gate over sweep runs logged in MLflow."""
 
@@ -503,6 +542,9 @@ class SweepGate(SpecModel):
         description="allSymbols: every symbol must pass every lift check. anySignificantNoneWorse: at least one "
                     "symbol passes them all and no symbol's lift CI lies wholly below 0 (more power, same "
                     "false promotion bound under BH; docs/shadow-gate.md).")
+    job: SweepJob | None = Field(default=None, description=(
+        "Run the sweep as an Indexed Job when the stage begins and judge its runs alone; without it, the gate "
+        "judges the finished runs already in the experiment."))
 
 
 class SequentialTest(SpecModel):
@@ -668,6 +710,8 @@ class Stage(SpecModel):
         cel("self.type == 'canary' || !has(self.symbols)", "only a canary stage names symbols", ".symbols"),
         cel("self.type == 'shadow' || self.gates.all(g, g.kind != 'sweep')",
             "sweep gates belong to the shadow stage", ".gates"),
+        cel("self.gates.filter(g, has(g.sweep) && has(g.sweep.job)).size() <= 1",
+            "at most one sweep gate of a stage runs a job", ".gates"),
         cel("self.type == 'full' || !has(self.watchDuration)", "only the full stage has a watchDuration",
             ".watchDuration"),
         cel("self.gates.all(g, self.gates.exists_one(h, h.name == g.name))", "gate names must be unique in a stage",
@@ -700,6 +744,8 @@ class Stage(SpecModel):
             raise ValueError("symbols: only a canary stage names symbols")
         if self.type != "shadow" and any(g.kind == "sweep" for g in self.gates):
             raise ValueError("gates: sweep gates belong to the shadow stage")
+        if len([g for g in self.gates if g.sweep is not None and g.sweep.job is not None]) > 1:
+            raise ValueError("gates: at most one sweep gate of a stage runs a job")
         if self.type != "full" and self.watch_duration is not None:
             raise ValueError("watchDuration: only the full stage has a watchDuration")
         if self.symbols is not None and len(set(self.symbols)) != len(self.symbols):
@@ -774,6 +820,11 @@ class ModelRolloutSpec(SpecModel):
         if any(self.change.override_key(symbol) == self.change.key for symbol in self.symbols):
             raise ValueError("change.symbolOverrideKey: must not give change.key itself for a symbol")
         return self
+
+    def sweep_job_gate(self) -> Gate | None:
+        """The shadow stage's sweep gate that runs its sweep as a Job, if any (at most one: see Stage)."""
+        return next((g for s in self.stages if s.type == "shadow" for g in s.gates
+                     if g.sweep is not None and g.sweep.job is not None), None)
 
     def stage_symbols(self, stage: Stage) -> list[str]:
         """The symbols a stage runs on the candidate (shadow: none live, but all evaluated)."""

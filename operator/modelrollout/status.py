@@ -33,7 +33,8 @@ TERMINAL_PHASES: frozenset[str] = frozenset({"RolledBack", "NotPromoted", "Compl
 # sunset can change them. (Invalid is terminal but not finished: a spec the operator accepts starts it.)
 FINISHED_PHASES: frozenset[str] = TERMINAL_PHASES - {"Invalid"}
 Verdict = Literal["Pass", "Fail", "Inconclusive", "Error"]
-ActionType = Literal["setFlag", "moveAlias", "pinFeatures"]
+ActionType = Literal["setFlag", "moveAlias", "pinFeatures", "runSweep"]
+SweepJobState = Literal["Creating", "Running", "Complete", "Failed", "Missing"]
 
 
 class StatusModel(SpecModel):
@@ -107,7 +108,7 @@ class Action(StatusModel):
 
     id: str
     type: ActionType
-    target: str = Field(description="namespace/ConfigMap, or registered model name.")
+    target: str = Field(description="namespace/ConfigMap, registered model name, or the sweep Job's key (runSweep).")
     value: str = Field(default="", description="Model version or run id (moveAlias, pinFeatures).")
     alias: str = Field(default="", description="The alias moved (moveAlias) or tag set (pinFeatures).")
     flags: dict[str, str] = Field(default_factory=dict, description="ConfigMap keys and values (setFlag).")
@@ -179,6 +180,24 @@ class BaselineReplay(StatusModel):
     error: str = Field(default="", description="Why the history could not be read (the replay is then not retried).")
 
 
+class SweepJobRecord(StatusModel):
+    """The shadow stage's sweep, run by the operator as an Indexed Job: which, and how far it got when last read.
+
+    `key` is the engine's, unique per stage attempt; the Job's name (and the sweep id its runs carry) is the
+    rollout's name with the key (`modelrollout.sweep_job.job_name`), shown in `name` once read.
+    """
+
+    key: str
+    name: str = ""
+    shards: int
+    state: SweepJobState = "Creating"
+    succeeded: int = Field(default=0, description="Shards done.")
+    active: int = Field(default=0, description="Shard pods running.")
+    failed: int = Field(default=0, description="Shard pods that failed (each index is retried up to its limit).")
+    message: str = ""
+    read_at: datetime | None = None
+
+
 class ModelVersions(StatusModel):
     """Registered model versions the rollout moves aliases between, by registered model name."""
 
@@ -216,6 +235,7 @@ class ModelRolloutStatus(StatusModel):
     actions: list[Action] = Field(default_factory=list)
     rollback: RollbackRecord | None = None
     failed_evidence: str = Field(default="", description="Fingerprint of the sweep a failed shadow gate judged.")
+    sweep_job: SweepJobRecord | None = None
     handled_requests: list[str] = Field(default_factory=list, description="Ids of promote/abort/retry requests done.")
     promoted_at: datetime | None = None
     sunset_at: datetime | None = None

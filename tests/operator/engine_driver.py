@@ -32,9 +32,9 @@ from modelrollout.engine import (
     pending_actions,
     plan_measurements,
 )
-from modelrollout.observation import Observation, Request
+from modelrollout.observation import Observation, Request, SweepJobProgress
 from modelrollout.spec import ModelRolloutSpec, Stage
-from modelrollout.status import Action, Measurement, ModelRolloutStatus, ModelVersions, Verdict
+from modelrollout.status import Action, Measurement, ModelRolloutStatus, ModelVersions, SweepJobState, Verdict
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "focal-loss-rollout-fast.yaml"
 START = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
@@ -75,6 +75,7 @@ class World:
     pins: dict[str, str]  # registered model -> feature artifact run
     losses: dict[str, str]  # model version -> the loss (flag value) it was trained with
     applied: list[Action] = field(default_factory=list)
+    jobs: list[str] = field(default_factory=list)  # sweep Jobs created, by key
 
     @classmethod
     def initial(cls, spec: ModelRolloutSpec) -> World:
@@ -117,6 +118,8 @@ class World:
             self.flags.update(action.flags)
         elif action.type == "moveAlias":
             self.aliases[(action.target, action.alias)] = action.value
+        elif action.type == "runSweep":
+            self.jobs.append(action.target)
         else:
             self.pins[action.target] = action.value
         self.applied.append(action)
@@ -177,6 +180,9 @@ class Driver:
         self.mlflow_up = True
         self.refused = ""  # why the spec on the object is refused (an edit the operator cannot use), if it is
         self.fingerprint: str | None = "sweep-1"
+        # The shadow stage's sweep Job as the shell would read it (a spec with a sweep gate `job`); error: unreadable
+        self.job_state: SweepJobState = "Complete"
+        self.job_error: str | None = None
         self.cycles: list[Cycle] = []
         self.events: list[Event] = []
         self._request_ids = 0
@@ -223,6 +229,12 @@ class Driver:
     def observe(self, gates: GateVerdicts, trigger: Verdict | None) -> Observation:
         """What the shell would measure now: only what `plan_measurements` asks for."""
         plan = plan_measurements(self.spec, self.status, refused=bool(self.refused))
+        job = None
+        if plan.sweep_job is not None:
+            job = SweepJobProgress(f"r-sweep-{plan.sweep_job}", self.job_state, succeeded=1, active=1,
+                                   error=self.job_error)
+            if self.job_error is not None or self.job_state != "Complete":  # the shell measures no gate then
+                plan = replace(plan, gates=None)
         measured: list[Measurement] = []
         if plan.gates is not None:
             for gate in plan.gates.gates:
@@ -236,9 +248,10 @@ class Driver:
                                             value=-1.0 if trigger == "Fail" else 1.0)
                                 for symbol in self.spec.stage_symbols(plan.triggers))
         versions = self.world.versions(self.spec) if plan.versions and self.mlflow_up else None
-        return Observation(gates=tuple(measured), triggers=tuple(triggers), versions=versions,
+        return Observation(gates=None if job is not None and plan.gates is None else tuple(measured),
+                           triggers=tuple(triggers), versions=versions,
                            versions_error=None if versions is not None or not plan.versions else "MLflow down",
-                           sweep_fingerprint=self.fingerprint)
+                           sweep_fingerprint=self.fingerprint, sweep_job=job)
 
     # -- the cycle ---------------------------------------------------------------------------
     def step(self, gates: GateVerdicts = "Pass", trigger: Verdict | None = "Pass", requests: Sequence[Request] = (),

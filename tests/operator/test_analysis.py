@@ -20,6 +20,7 @@ from devstack.series import SeriesFeed
 from modelrollout.analysis import measure_stage, prometheus_for
 from modelrollout.controller import Controller
 from modelrollout.engine import MeasurementPlan
+from modelrollout.kube import RolloutObject
 from modelrollout.metrics import OperatorMetrics
 from modelrollout.observation import QueryResult, SweepEvidence, SweepRow
 from modelrollout.prometheus_provider import PrometheusProvider, SharedQueries
@@ -213,7 +214,8 @@ def test_two_rollouts_asking_the_same_queries_at_once_send_each_query_once(feed:
     plan = MeasurementPlan(gates=CANARY, triggers=CANARY, versions=False)
     served_before = queries_served(feed.prometheus.url)
 
-    first, second = (controller.observe(namespace, spec, plan, NOW)
+    first, second = (controller.observe(RolloutObject("focal-loss", namespace, f"uid-{namespace}", 1, "1", {}, {}, {},
+                                                      False), spec, plan, NOW)
                      for namespace in ("desk-a", "desk-b"))
 
     time.sleep(0.5)  # Prometheus counts a request once it has answered it

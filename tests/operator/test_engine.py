@@ -523,6 +523,110 @@ def test_retry_after_failed_shadow_needs_new_sweep_evidence() -> None:
     assert driver.step().status.stage == "canary"
 
 
+# --- the shadow sweep as a Job ------------------------------------------------------------------
+
+def with_sweep_job(data: dict[str, Any]) -> None:
+    data["stages"][0]["gates"][0]["sweep"]["job"] = {"image": "modelrollout/runtime:dev", "shards": 4,
+                                                     "parallelism": 2}
+
+
+JOB_SPEC = make_spec(with_sweep_job)
+
+
+def test_a_shadow_stage_with_a_job_creates_it_waits_for_every_shard_then_judges_its_runs() -> None:
+    driver = Driver(JOB_SPEC)
+    driver.job_state = "Running"
+    decision = driver.step()
+    status = decision.status
+    [action] = status.actions
+    assert (action.type, action.reason) == ("runSweep", "shadow shadow: run the sweep")
+    assert status.sweep_job is not None and (status.sweep_job.key, status.sweep_job.shards) == (action.target, 4)
+    assert driver.world.jobs == [action.target]  # carried out: the Job exists
+    for _ in range(3):  # running: no gate is judged, nothing counts, the progress shows
+        decision = driver.step(gates="Fail", advance=30)
+        status = decision.status
+        assert (status.phase, status.stage, status.counters.failures, status.gates) == ("Progressing", "shadow", 0, [])
+        assert status.message == f"sweep Job r-sweep-{action.target}: 1/4 shard(s) done, 1 running, 0 failed pod(s)"
+        assert status.sweep_job is not None and status.sweep_job.state == "Running"
+    driver.job_state = "Complete"
+    decision = driver.step(advance=30)
+    assert [e.reason for e in decision.events] == ["SweepJobComplete", "StagePassed", "StageStarted"]
+    assert decision.status.stage == "canary" and decision.status.sweep_job is not None
+    assert driver.world.jobs == [action.target]  # one Job, never a second
+
+
+def test_no_job_is_read_and_no_gate_judged_before_the_job_was_created() -> None:
+    driver = Driver(JOB_SPEC)
+    driver.step(fail=True)  # the apiserver refused the create (e.g. no RBAC for Jobs): it stays planned
+    plan = plan_measurements(JOB_SPEC, driver.status, driver.now + timedelta(minutes=5))
+    assert plan.sweep_job is None and plan.gates is None
+    assert driver.world.jobs == []
+    driver.step(advance=60)  # the retry creates it
+    assert driver.status.sweep_job is not None and driver.world.jobs == [driver.status.sweep_job.key]
+    assert plan_measurements(JOB_SPEC, driver.status, driver.now + timedelta(minutes=5)).sweep_job == driver.world.jobs[0]
+
+
+@pytest.mark.parametrize("ended", ["Failed", "Missing"])
+def test_a_failed_or_deleted_job_holds_the_stage_as_an_error_and_retry_runs_a_new_one(ended: str) -> None:
+    driver = Driver(JOB_SPEC)
+    driver.job_state = "Running"
+    driver.step()
+    first = driver.world.jobs[0]
+    driver.job_state = ended  # type: ignore[assignment]
+    decision = driver.step(advance=30)
+    status = decision.status
+    assert status.phase == "Degraded" and "nothing was judged" in status.message
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "SweepJobFailed")]
+    assert [(g.name, g.verdict) for g in status.gates] == [("sweep-evidence", "Error")]
+    assert status.sweep_job is not None and status.sweep_job.state == ended
+    assert driver.step(advance=30).events == ()  # said once
+    assert driver.status.phase == "Degraded" and driver.status.stage == "shadow"  # never a verdict
+    driver.job_state = "Running"
+    decision = driver.step(requests=[driver.retry()], advance=30)
+    assert (decision.status.phase, decision.status.stage) == ("Progressing", "shadow")
+    assert len(driver.world.jobs) == 2 and driver.world.jobs[1] != first  # a new Job, for a new attempt
+    driver.job_state = "Complete"
+    driver.step(advance=30)
+    assert driver.status.stage == "canary"
+
+
+def test_a_job_that_cannot_be_read_counts_as_errors_and_recovers() -> None:
+    driver = Driver(JOB_SPEC)
+    driver.job_state = "Running"
+    driver.step()
+    driver.job_error = "503 Service Unavailable"
+    limit = JOB_SPEC.stages[0].limits.consecutive_error_limit
+    for n in range(1, limit + 2):
+        driver.step(advance=30)
+        assert driver.status.counters.consecutive_errors == n
+        assert [g.verdict for g in driver.status.gates] == ["Error"]
+    assert driver.status.phase == "Degraded" and "cannot read sweep Job" in driver.status.message
+    driver.job_error = None
+    decision = driver.step(advance=30)
+    assert decision.status.phase == "Progressing" and "Recovered" in [e.reason for e in decision.events]
+    assert decision.status.counters.consecutive_errors == 0 and len(driver.world.jobs) == 1
+
+
+def test_a_retry_after_a_failed_shadow_with_a_job_runs_a_new_sweep() -> None:
+    driver = Driver(JOB_SPEC)
+    driver.step()
+    driver.step(gates="Fail")
+    assert driver.status.phase == "NotPromoted"
+    decision = driver.step(requests=[driver.retry()])  # the same fingerprint: a Job makes new evidence itself
+    assert (decision.status.phase, decision.status.stage) == ("Progressing", "shadow")
+    assert len(driver.world.jobs) == 2 and driver.world.jobs[0] != driver.world.jobs[1]
+
+
+def test_an_edit_mid_shadow_starts_a_new_job() -> None:
+    driver = Driver(JOB_SPEC)
+    driver.job_state = "Running"
+    driver.step()
+    driver.edit(lambda d: d["change"].update(candidate="focal:gamma=1,alpha=0.25"))
+    driver.step(advance=30)
+    assert len(driver.world.jobs) == 2 and driver.status.sweep_job is not None
+    assert driver.status.sweep_job.key == driver.world.jobs[1]
+
+
 # --- errors, inconclusive, failures -------------------------------------------------------------
 
 def errors_on(name: str) -> dict[str, str]:

@@ -37,11 +37,14 @@ from modelrollout.status import (
     Counters,
     HistoryEntry,
     HumanDecision,
+    Measurement,
     ModelRolloutStatus,
     ModelVersions,
     Phase,
     RollbackRecord,
+    SweepJobRecord,
 )
+from modelrollout.sweep_job import job_key
 
 HISTORY_LIMIT = 50
 PAUSED_BY_SPEC = "paused by spec.paused; rollback triggers keep running"
@@ -194,6 +197,8 @@ class _Cycle:
             return
         if self.status.phase == "Paused" and self.status.message == PAUSED_BY_SPEC:
             self.set_phase(self.running_phase(), "resumed: spec.paused cleared")
+        if self.follow_sweep_job():
+            return
         if self.status.phase in ("AwaitingApproval", "Paused") or self.observation.gates is None:
             return  # no gate news: progression waits for the gate cycle
         if self.status.stage_started_at is None:  # a stage that could not begin (MLflow was down): try again
@@ -348,6 +353,11 @@ class _Cycle:
             self.status.versions.candidate_runs = dict(observed.candidate_runs)
             self.status.actions.append(switch(self.planner, self.spec, stage))
             self.status.live_since = self.now
+        if stage.type == "shadow" and (gate := self.spec.sweep_job_gate()) is not None:
+            assert gate.sweep is not None and gate.sweep.job is not None  # what sweep_job_gate finds
+            key = job_key(self.status.revision, self.now)
+            self.status.sweep_job = SweepJobRecord(key=key, shards=gate.sweep.job.shards)
+            self.status.actions.append(self.planner.action("runSweep", key, reason=f"shadow {stage.name}: run the sweep"))
         if stage.type == "canary":
             symbols = self.spec.stage_symbols(stage)
             self.status.symbols_on_candidate = sorted(set(self.status.symbols_on_candidate) | set(symbols))
@@ -358,10 +368,56 @@ class _Cycle:
         self.set_phase("Watching" if stage.type == "full" else "Progressing", f"{why}; stage {stage.name} started",
                        event_reason="StageStarted")
 
-    def evaluate_gates(self) -> None:
-        """Rule 6, as `assessment.assess_gates` judges the measured gates against the stage's limits."""
+    def follow_sweep_job(self) -> bool:
+        """The shadow stage's sweep Job, as read this cycle: its progress goes into the status, and until it
+        completed, the stage's gates wait (True: nothing more this cycle). It is the evidence, not a verdict:
+        a Job that failed or is gone holds the stage (Degraded, until `retry` runs a new one); one that could
+        not be read is a measurement error of its gate, counted like any other."""
+        progress, record = self.observation.sweep_job, self.status.sweep_job
         stage = current_stage(self.spec, self.status)
-        measured, started = self.observation.gates, self.status.stage_started_at
+        gate = self.spec.sweep_job_gate()
+        if progress is None or record is None or stage is None or gate is None or self.status.phase not in (
+                "Progressing", "Degraded"):
+            return False
+        if progress.error is not None:
+            self.evaluate_gates((self.sweep_job_error(gate.name, f"cannot read sweep Job {progress.name}: "
+                                                                 f"{progress.error}"),))
+            return True
+        was = record.state
+        record.name, record.state, record.read_at = progress.name, progress.state, self.now
+        record.succeeded, record.active, record.failed = progress.succeeded, progress.active, progress.failed
+        record.message = progress.message
+        if progress.state in ("Failed", "Missing"):
+            ended = "failed" if progress.state == "Failed" else "is gone"
+            message = (f"sweep Job {progress.name} {ended}: {progress.message}; nothing was judged "
+                       "(kubectl modelrollout retry runs a new one)")
+            self.status.gates = [self.sweep_job_error(gate.name, message)]
+            self.status.last_evaluated_at = self.now
+            if was != progress.state or self.status.phase != "Degraded":
+                self.set_phase("Degraded", message, event_reason="SweepJobFailed", warning=True)
+            return True
+        if self.status.phase == "Degraded":  # it could not be read before
+            self.status.counters = Counters()
+            self.set_phase(self.running_phase(), f"sweep Job {progress.name} read again", event_reason="Recovered")
+        if progress.state == "Complete":
+            if was != "Complete":
+                self.events.append(Event("Normal", "SweepJobComplete", f"sweep Job {progress.name}: all "
+                                         f"{record.shards} shard(s) done; judging its runs"))
+            return False
+        self.status.message = (f"sweep Job {progress.name}: {progress.succeeded}/{record.shards} shard(s) done, "
+                               f"{progress.active} running, {progress.failed} failed pod(s)")
+        return True
+
+    def sweep_job_error(self, gate: str, message: str) -> Measurement:
+        return Measurement(name=gate, kind="sweep", threshold="the sweep Job's runs", verdict="Error",
+                           message=message, measured_at=self.now)
+
+    def evaluate_gates(self, measured: tuple[Measurement, ...] | None = None) -> None:
+        """Rule 6, as `assessment.assess_gates` judges the measured gates (this cycle's observation, unless
+        given) against the stage's limits."""
+        stage = current_stage(self.spec, self.status)
+        measured = self.observation.gates if measured is None else measured
+        started = self.status.stage_started_at
         if stage is None or started is None or measured is None:
             return
         self.status.gates = list(measured)
@@ -457,6 +513,7 @@ class _Cycle:
         self.status.symbols_on_candidate = []
         self.status.versions = ModelVersions()
         self.status.failed_evidence = ""
+        self.status.sweep_job = None
         self.status.gates, self.status.triggers = [], []
         self.status.actions = []
         if _condition(self.status, "SunsetDue") == "True":  # that sunset belonged to the previous attempt

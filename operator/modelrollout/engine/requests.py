@@ -114,6 +114,12 @@ def _promote(spec: ModelRolloutSpec, status: ModelRolloutStatus, observation: Ob
 
 def _retry(spec: ModelRolloutSpec, status: ModelRolloutStatus, observation: Observation, request: Request) -> Answer:
     phase = status.phase
+    job = status.sweep_job
+    if phase == "NotPromoted" and job is not None and spec.sweep_job_gate() is not None:
+        return Answer("restart", f"retried by {who(request)}: the shadow stage runs a new sweep Job", index=0)
+    if phase == "Degraded" and job is not None and job.state in ("Failed", "Missing"):
+        return Answer("restart", f"retried by {who(request)}: sweep Job {job.name or job.key} {job.state.lower()}, "
+                                 "the shadow stage runs a new one", index=status.stage_index)
     if phase == "NotPromoted":
         fingerprint = observation.sweep_fingerprint
         if fingerprint is None or fingerprint == status.failed_evidence:

@@ -114,6 +114,9 @@ class MeasurementPlan:
     triggers_since: datetime | None = None  # the live stage's start: trigger windows and sequential tests begin there
     replay: bool = False  # replay the plan over the baseline's history (once per revision)
     sweeps: tuple[str, ...] = ()  # sweep experiments to read for `Observation.sweep_fingerprint` (a retry's evidence)
+    # The key of the shadow stage's sweep Job to read first: its runs are the sweep gate's evidence, so the
+    # gates are measured only once it completed (`Observation.sweep_job`).
+    sweep_job: str | None = None
 
 
 def plan_measurements(spec: ModelRolloutSpec, status: ModelRolloutStatus,
@@ -163,9 +166,13 @@ def _timed_plan(spec: ModelRolloutSpec, status: ModelRolloutStatus, now: datetim
         return MeasurementPlan(gates=None, triggers=None, versions=False)
     stage = current_stage(spec, status)
     gates = stage if gates_due and status.phase in ("Progressing", "Paused", "Degraded", "Watching") else None
+    job = status.sweep_job if gates is not None and gates.type == "shadow" else None
+    if job is not None and any(a.type == "runSweep" and a.state == "Pending" for a in status.actions):
+        gates, job = None, None  # not created yet: nothing to read, nothing to judge
     return MeasurementPlan(gates=gates, triggers=guarded,
                            versions=gates_due and _lever_stage_may_begin(spec, status, stage, now),
-                           gates_since=status.stage_started_at, triggers_since=_live_since(status), replay=replay)
+                           gates_since=status.stage_started_at, triggers_since=_live_since(status), replay=replay,
+                           sweep_job=None if job is None else job.key)
 
 
 def _enters_first_stage(spec: ModelRolloutSpec, status: ModelRolloutStatus) -> bool:
