@@ -151,6 +151,10 @@ def render(obj: dict[str, Any]) -> str:
         r = status.rollback
         lines.append(f"Rollback:  {r.reason} (stage {r.stage}, started {r.started_at:%H:%M:%S}"
                      + (f", completed {r.completed_at:%H:%M:%S})" if r.completed_at else ", in progress)"))
+    if status.sweep_job:
+        j = status.sweep_job
+        lines.append(f"Sweep Job: {j.name or '(key ' + j.key + ', not read yet)'} {j.state}: {j.succeeded}/{j.shards} "
+                     f"shard(s) done, {j.active} running, {j.failed} failed pod(s)" + (f"; {j.message}" if j.message else ""))
     replayed = next((c for c in status.conditions if c.type == "BaselineReplay"), None)
     if replayed is not None:
         mark = {"True": "✔", "False": "⚠", "Unknown": "?"}[replayed.status]
@@ -185,7 +189,7 @@ def render(obj: dict[str, Any]) -> str:
         lines += ["", "Actions:"]
         for action in status.actions:
             what = (", ".join(f"{k}={v}" for k, v in sorted(action.flags.items())) if action.type == "setFlag"
-                    else f"{action.alias} -> {action.value}")
+                    else "Indexed Job" if action.type == "runSweep" else f"{action.alias} -> {action.value}")
             when = f"{action.done_at:%H:%M:%S}" if action.done_at else f"pending ({action.attempts} tries)"
             lines.append(f"  {action.id} {action.reason:<16} {action.type:<11} {action.target}: {what[:70]}  {when}"
                          + (f"  last error: {action.last_error[:80]}" if action.last_error else ""))

@@ -43,3 +43,13 @@ def test_status_says_when_gates_and_triggers_were_measured_and_what_the_replay_f
                           lastEvaluatedAt="2026-01-05T00:00:00Z", lastTriggersEvaluatedAt="2026-01-05T00:00:55Z"))
     assert "Rollback triggers: (measured 00:00:55)" in text
     assert "Replay:    ⚠ WouldFireOnBaseline: expectancy-negative would have rolled back the baseline" in text
+
+
+def test_status_shows_the_sweep_jobs_progress_and_its_create_action() -> None:
+    job = {"key": "a1b2c3d4", "name": "focal-loss-sweep-a1b2c3d4", "shards": 8, "state": "Running", "succeeded": 3,
+           "active": 2, "failed": 1}
+    action = {"id": "0001-runSweep", "type": "runSweep", "target": "a1b2c3d4", "reason": "shadow shadow: run the sweep",
+              "state": "Done", "attempts": 1, "plannedAt": NOW.isoformat(), "doneAt": NOW.isoformat()}
+    text = render(rollout(stage="shadow", sweepJob=job, actions=[action]))
+    assert "Sweep Job: focal-loss-sweep-a1b2c3d4 Running: 3/8 shard(s) done, 2 running, 1 failed pod(s)" in text
+    assert "runSweep    a1b2c3d4: Indexed Job  00:00:00" in text
