@@ -39,10 +39,12 @@ ALLOWED_VERBS = {
     "kopfpeerings": {"get", "list", "watch", "patch"},
     "configmaps": {"get", "list", "watch", "patch"},
     "secrets": {"get"},
+    "jobs": {"create", "get"},
 }
 
 
-@pytest.mark.parametrize("values", [None, WIDE], ids=["defaults", "two-namespaces"])
+@pytest.mark.parametrize("values", [None, WIDE, {"rbac": {**WIDE["rbac"], "sweepJobs": True}}],
+                         ids=["defaults", "two-namespaces", "sweep-jobs"])
 def test_nothing_cluster_wide_no_wildcards_no_extra_verbs(helm: Helm, values: dict[str, Any] | None) -> None:
     docs = helm.render(values)
     assert not of_kind(docs, "ClusterRole") and not of_kind(docs, "ClusterRoleBinding")
@@ -75,6 +77,14 @@ def test_watched_namespaces_get_the_operator_and_kopf_verbs(helm: Helm) -> None:
         assert found[(("mlops.cvntrade.io",), ("modelrollouts/status",))] == {"patch", "update"}
         assert found[(("", "events.k8s.io"), ("events",))] == {"create", "patch"}
         assert found[(("kopf.dev",), ("kopfpeerings",))] == {"get", "list", "watch", "patch"}
+
+
+def test_jobs_only_when_shadow_sweeps_run_as_jobs_and_only_create_and_get(helm: Helm) -> None:
+    assert not any(grants(rules, "jobs") for rules in rules_by_namespace(helm.render(WIDE)).values())
+    rules = rules_by_namespace(helm.render({**WIDE, "rbac": {**WIDE["rbac"], "sweepJobs": True}}))
+    for namespace in ("trading", "research"):
+        assert grants(rules[namespace], "jobs") == [{"apiGroups": ["batch"], "resources": ["jobs"],
+                                                     "verbs": ["create", "get"]}]
 
 
 def test_configmaps_only_in_the_named_namespaces_and_by_name_where_given(helm: Helm) -> None:
