@@ -19,11 +19,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from devstack.nodestack import CHART, FlagSource, NodeStack, ServingOnNode, helm, pod_ip, serving_on_node, start_node_stack
 from devstack.postgres import start_postgres
 from devstack.prometheus import PrometheusServer
+from devstack.registry import log_sweep
 from devstack.scenario import BASELINE, FLAG_KEY, wait_until
 from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 
@@ -151,3 +153,63 @@ def test_the_charts_journal_exporter_pod_exports_the_trades_of_a_postgresql_jour
         wait_until(lambda: exported_trades() == 7.0, "the exporter pod exporting the journal's 7 trades", timeout=60)
     finally:
         postgres.stop()
+
+
+def test_the_shadow_stage_runs_its_sweep_as_an_indexed_job_whose_shard_pods_the_gate_judges(
+        on_node: ServingOnNode) -> None:
+    """The sweep as a user who outgrew one machine runs it: the operator creates an Indexed Job of the
+    model-runtime image when the shadow stage begins, its shards run as pods (each every 3rd (symbol, fold)
+    cell), the status shows their progress, and the gate judges that Job's runs alone: a sweep logged
+    earlier into the same experiment does not mix in."""
+    stack, scenario, name = on_node.stack, on_node.scenario, "sweep-on-node"
+    experiment, shards, folds = "sweep-as-a-job", 3, 4
+    helm(stack, "upgrade", "modelrollout", str(CHART), f"--namespace={SYSTEM_NAMESPACE}", "--reuse-values", "--wait",
+         "--timeout=5m", values={"rbac": {"sweepJobs": True}})
+    log_sweep(on_node.mlflow.url, experiment, SERVED, folds=folds)  # an earlier sweep, not this Job's
+
+    def sweep_as_a_job(spec: dict[str, Any]) -> None:
+        spec["symbols"] = SERVED
+        spec["models"]["trackingUri"] = on_node.in_cluster["mlflow"]
+        spec["prometheus"]["url"] = on_node.in_cluster["prometheus"]
+        # A bar no real lift clears, so the judgment stays on show: the gate fails on complete evidence
+        spec["stages"][0]["gates"][0]["sweep"].update(experiment=experiment, minRows=2 * folds * len(SERVED),
+                                                      minCohensD=1000, job={
+            "image": stack.images["model-runtime"].ref, "imagePullPolicy": "Never", "shards": shards,
+            "parallelism": shards, "folds": folds, "args": ["--rows", "3000", "--rounds", "10"]})
+
+    scenario.apply(scenario.manifest(name, mutate=sweep_as_a_job))
+    progress: set[str] = set()
+
+    def sweep_done(status: dict[str, Any]) -> bool:
+        if "sweep Job" in status.get("message", ""):
+            progress.add(status["message"])
+        return status.get("phase") in ("NotPromoted", "Degraded", "Paused") or status.get("stage") not in (None, "shadow")
+
+    status = scenario.wait_for(sweep_done, "the sweep Job done and judged", timeout=900, name=name)
+    job_status = status["sweepJob"]
+    assert (job_status["state"], job_status["succeeded"], job_status["shards"]) == ("Complete", shards, shards), status
+    assert status["phase"] == "NotPromoted", status["message"]  # judged, on complete evidence
+    assert any(f"/{shards} shard(s) done" in message for message in progress), progress
+
+    job = json.loads(scenario.kubectl("get", "job", job_status["name"], "-o", "json").stdout)
+    assert (job["spec"]["completionMode"], job["spec"]["completions"], job["spec"]["parallelism"]) == (
+        "Indexed", shards, shards)
+    assert [o["uid"] for o in job["metadata"]["ownerReferences"]] == [scenario.get(name)["metadata"]["uid"]]
+    pods = json.loads(scenario.kubectl("get", "pods", "-l", f"batch.kubernetes.io/job-name={job_status['name']}",
+                                       "-o", "json").stdout)["items"]
+    succeeded = [p for p in pods if p["status"]["phase"] == "Succeeded"]
+    assert sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in succeeded) == [
+        str(i) for i in range(shards)]
+    assert {p["spec"]["containers"][0]["image"] for p in pods} == {stack.images["model-runtime"].ref}
+
+    client = MlflowClient(on_node.mlflow.url, on_node.mlflow.url)
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None
+    runs = client.search_runs([found.experiment_id], f"tags.sweep_id = '{job_status['name']}'", max_results=1000)
+    assert len(runs) == 2 * folds * len(SERVED)
+    assert {r.data.tags["shard"] for r in runs} == {f"{i}/{shards}" for i in range(shards)}
+    [rows] = [g for g in status["gates"] if g["kind"] == "sweep/rows"]
+    assert (rows["verdict"], rows["value"]) == ("Pass", len(runs)), rows  # this Job's runs, not the earlier sweep's
+    assert {g["verdict"] for g in status["gates"] if g["kind"] == "sweep/cohensD"} == {"Fail"}
+    events = [e["reason"] for e in scenario.events(name)]
+    assert "SweepJobComplete" in events and "ActionDone" in events, events
