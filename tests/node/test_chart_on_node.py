@@ -5,7 +5,9 @@ stands by), from the image its Dockerfile builds. The model servers run from the
 `watching` learns its flag from the API, `mounted` from a ConfigMap volume that the kubelet updates
 at its next pod sync (docs/semantics.md, "The revert on a node"). Models are trained into an MLflow
 of the test's own; the market's outcome series come from a SeriesFeed. A breach in the canary must
-make the watching pod answer with the baseline's model version, read from the pod itself.
+make the watching pod answer with the baseline's model version, read from the pod itself; and so must
+losing trades written to a PostgreSQL journal, when the candidate's outcome comes from the chart's
+journal exporter pod alone. The shadow stage's sweep runs as an Indexed Job of shard pods.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +29,7 @@ from devstack.nodestack import CHART, FlagSource, NodeStack, ServingOnNode, helm
 from devstack.postgres import start_postgres
 from devstack.prometheus import PrometheusServer
 from devstack.registry import log_sweep
-from devstack.scenario import BASELINE, FLAG_KEY, wait_until
+from devstack.scenario import BASELINE, FLAG_KEY, healthy_series, wait_until
 from model_runtime.outcomes.journal import ClosedTrade, create_journal, record_trades
 
 # The first test's timeout includes building the images on a fresh machine (cached afterwards).
@@ -121,20 +124,27 @@ def test_a_canary_breach_makes_the_watching_pod_answer_with_the_baseline_seconds
                "the mounted pod answering with the baseline", timeout=240)
 
 
-def test_the_charts_journal_exporter_pod_exports_the_trades_of_a_postgresql_journal(on_node: ServingOnNode) -> None:
-    """The exporter as the chart runs it: its image, its URL from a Secret, the journal a PostgreSQL
-    of the stack's (reached through the node's relay), read-only root filesystem, no API token."""
+@dataclass
+class JournalOnNode:
+    engine: sa.Engine
+    exporter: str  # the exporter pod's host:port
+
+    def exported(self, name: str, symbol: str, variant: str = "candidate") -> float | None:
+        with urllib.request.urlopen(f"http://{self.exporter}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        return next((s.value for family in text_string_to_metric_families(text) for s in family.samples
+                     if s.name == name and s.labels == {"symbol": symbol, "variant": variant}), None)
+
+
+@pytest.fixture(scope="module")
+def journal(on_node: ServingOnNode) -> Iterator[JournalOnNode]:
+    """A PostgreSQL trade journal of the stack's (reached through the node's relay) and the chart's journal
+    exporter pod reading it: its image, its URL from a Secret, read-only root filesystem, no API token."""
     stack, namespace = on_node.stack, SYSTEM_NAMESPACE
     postgres = start_postgres()
     try:
         engine = sa.create_engine(postgres.url)
         create_journal(engine)
-        now = datetime.now(UTC)
-        trades = [ClosedTrade(symbol="BTCUSDC", variant="candidate", opened_at=now - timedelta(minutes=30 + i),
-                              closed_at=now - timedelta(minutes=i), side="long", pnl_net=0.01 * (i % 3 - 1))
-                  for i in range(7)]
-        assert record_trades(engine, trades) == 7
-        engine.dispose()
         url = stack.node.in_cluster(postgres.url)
         stack.plane.kubectl("-n", namespace, "create", "secret", "generic", "journal-db", f"--from-literal=url={url}")
         repository, tag = stack.images["model-runtime"].ref.rsplit(":", 1)
@@ -142,17 +152,77 @@ def test_the_charts_journal_exporter_pod_exports_the_trades_of_a_postgresql_jour
              "--timeout=5m", values={"journalExporter": {
                  "enabled": True, "dbUrlSecret": {"name": "journal-db", "key": "url"}, "refreshInterval": "2s",
                  "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"}}})
-        exporter = f"http://{pod_ip(stack, namespace, 'app.kubernetes.io/component=journal-exporter')}:9103/metrics"
-
-        def exported_trades() -> float | None:
-            with urllib.request.urlopen(exporter, timeout=10) as response:
-                text = response.read().decode()
-            return next((s.value for family in text_string_to_metric_families(text) for s in family.samples
-                         if s.name == "n_trades" and s.labels == {"symbol": "BTCUSDC", "variant": "candidate"}), None)
-
-        wait_until(lambda: exported_trades() == 7.0, "the exporter pod exporting the journal's 7 trades", timeout=60)
+        yield JournalOnNode(engine, f"{pod_ip(stack, namespace, 'app.kubernetes.io/component=journal-exporter')}:9103")
+        engine.dispose()
     finally:
         postgres.stop()
+
+
+def test_the_charts_journal_exporter_pod_exports_the_trades_of_a_postgresql_journal(journal: JournalOnNode) -> None:
+    now = datetime.now(UTC)
+    trades = [ClosedTrade(symbol="ETHUSDC", variant="candidate", opened_at=now - timedelta(minutes=30 + i),
+                          closed_at=now - timedelta(minutes=i), side="long", pnl_net=0.01 * (i % 3 - 1))
+              for i in range(7)]
+    assert record_trades(journal.engine, trades) == 7
+    wait_until(lambda: journal.exported("n_trades", "ETHUSDC") == 7.0,
+               "the exporter pod exporting the journal's 7 trades", timeout=60)
+
+
+def test_losing_trades_in_the_journal_roll_the_canary_back_through_the_exporter_pod(
+        on_node: ServingOnNode, journal: JournalOnNode) -> None:
+    """The canary's outcome as the user's trading writes it: trades in PostgreSQL, counted by the chart's
+    exporter pod, scraped by Prometheus, judged by the chart's operator pod, which reverts the flag that the
+    model server pod follows. Nothing in the path is the test's own series."""
+    scenario, name = on_node.scenario, "journal-canary"
+    now = datetime.now(UTC)
+    wins = [ClosedTrade(symbol="BTCUSDC", variant="candidate", opened_at=now - timedelta(minutes=90 - i),
+                        closed_at=now - timedelta(minutes=60 - i), side="long", pnl_net=0.02) for i in range(10)]
+    record_trades(journal.engine, wins)
+    outcome = ("expectancy_net_realized", "expectancy_net_stddev", "n_trades")
+    for series in outcome:  # the candidate's BTCUSDC outcome comes from the exporter pod alone
+        scenario.feed.remove(series, symbol="BTCUSDC", variant="candidate")
+    prometheus = scenario.stack.prometheus
+    prometheus.reload([scenario.feed.target, journal.exporter], scrape_interval="1s")
+    try:
+        expectancy = 'expectancy_net_realized{symbol="BTCUSDC",variant="candidate"}'
+        scenario.feed.wait_for(f"count({expectancy})", lambda r: r.values.get("*") == 1.0, timeout=30)
+        scenario.feed.wait_for(expectancy, lambda r: r.values.get("BTCUSDC") == pytest.approx(0.02), timeout=30)
+        time.sleep(11)  # the trigger's 10 s window holds only the exporter's samples from here on
+
+        def canary_on_btc(spec: dict[str, Any]) -> None:
+            spec["symbols"] = SERVED
+            spec["stages"] = spec["stages"][1:]
+            spec["stages"][0]["minDuration"] = "600s"
+            spec["models"]["trackingUri"] = on_node.in_cluster["mlflow"]
+            spec["prometheus"]["url"] = on_node.in_cluster["prometheus"]
+
+        scenario.apply(scenario.manifest(name, mutate=canary_on_btc))
+        scenario.wait_for(lambda s: s.get("stage") == "canary" and any(
+            a["state"] == "Done" for a in s.get("actions", [])), "the canary switched", timeout=120, name=name)
+        wait_until(lambda: on_node.answer("watching", "BTCUSDC")["version"] == CANDIDATE_VERSION,
+                   "the watching pod serving the candidate on BTCUSDC", timeout=30)
+        assert scenario.status(name)["phase"] == "Progressing"  # healthy trades: no breach
+
+        losses = [ClosedTrade(symbol="BTCUSDC", variant="candidate", opened_at=now - timedelta(minutes=20),
+                              closed_at=datetime.now(UTC) - timedelta(seconds=i), side="long", pnl_net=-0.05)
+                  for i in range(30)]
+        written = time.monotonic()
+        record_trades(journal.engine, losses)
+        wait_until(lambda: scenario.configmap().get(f"{FLAG_KEY}__BTCUSDC", BASELINE) == BASELINE,
+                   "the ConfigMap revert", timeout=90)
+        reverted = time.monotonic()
+        wait_until(lambda: on_node.answer("watching", "BTCUSDC")["version"] == BASELINE_VERSION,
+                   "the watching pod answering with the baseline", timeout=30)
+        print(f"losing trades written -> ConfigMap reverted {reverted - written:.1f}s -> watching pod serves the "
+              f"baseline {time.monotonic() - reverted:.1f}s later")
+        assert journal.exported("n_trades", "BTCUSDC") == 40.0
+        status = scenario.wait_phase("RolledBack", timeout=120, name=name)
+        assert "expectancy-negative" in status["rollback"]["reason"], status["rollback"]
+        [breach] = [t for t in status["triggers"] if t["verdict"] == "Fail"]
+        assert breach["value"] < 0 and breach["symbol"] == "BTCUSDC", breach
+    finally:
+        healthy_series(scenario.feed, SERVED)
+        scenario.feed.scrape()
 
 
 def test_the_shadow_stage_runs_its_sweep_as_an_indexed_job_whose_shard_pods_the_gate_judges(
