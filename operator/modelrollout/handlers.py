@@ -13,12 +13,11 @@ import logging
 from typing import Any
 
 import kopf
-from kubernetes.client import ApiClient
 
 from modelrollout.controller import Controller
 from modelrollout.crd import GROUP, PLURAL, VERSION
 from modelrollout.events import EventRecorder
-from modelrollout.kube import Kube, load_config
+from modelrollout.kube import Kube, api_client
 from modelrollout.metrics import OperatorMetrics
 
 TICK_SECONDS = 1.0
@@ -31,9 +30,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.peering.mandatory = memo.get("peering_mandatory", True)
     settings.posting.enabled = False  # our own Events are explicit; kopf's per-handler chatter is not
-    settings.execution.max_workers = memo.get("max_workers", 20)
-    load_config()
-    client = ApiClient()
+    workers: int = memo.get("max_workers", 20)
+    settings.execution.max_workers = workers
+    client = api_client(connections=workers)
     metrics: OperatorMetrics = memo.get("metrics") or OperatorMetrics()
     memo.controller = Controller(kube=Kube(client), emit=EventRecorder(Kube(client).core), metrics=metrics)
 
