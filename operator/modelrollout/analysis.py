@@ -86,11 +86,14 @@ def _rendered(render: Callable[[_Item, Sequence[str]], _Query], item: _Item,
 
 
 def _run_once(prometheus: PrometheusProvider, queries: Sequence[str]) -> dict[str, QueryResult]:
+    """Each distinct query's answer: the shared answers already in first, then the rest concurrently."""
     distinct = list(dict.fromkeys(queries))
-    if not distinct:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_QUERIES, len(distinct))) as pool:
-        return dict(zip(distinct, pool.map(prometheus.query, distinct), strict=True))
+    answers = {query: answer for query in distinct if (answer := prometheus.arrived(query)) is not None}
+    missing = [query for query in distinct if query not in answers]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_QUERIES, len(missing))) as pool:
+            answers |= dict(zip(missing, pool.map(prometheus.query, missing), strict=True))
+    return answers
 
 
 def _invalid(name: str, kind: str, symbols: Sequence[str], error: ValueError, now: datetime) -> list[Measurement]:

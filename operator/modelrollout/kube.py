@@ -47,9 +47,18 @@ class RolloutObject:
     deleting: bool
 
 
-def load_config() -> None:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG)."""
+def api_client(connections: int) -> ApiClient:
+    """A client on the in-cluster credentials in a pod, else the kubeconfig (KUBECONFIG), keeping up
+    to `connections` connections open: one per thread that calls the apiserver at once.
+
+    The client's default pool (5 per CPU) is smaller than kopf's workers; a connection handed back
+    to a full pool is closed, and the next call opens a new one and pays its TLS handshake, most of
+    whose CPU is the apiserver's.
+    """
     kubernetes.config.load_config()
+    configuration = kubernetes.client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = connections
+    return ApiClient(configuration)
 
 
 def format_request(request: Request) -> str:

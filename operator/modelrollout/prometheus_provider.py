@@ -69,6 +69,9 @@ class _Answer:
         assert self._result is not None
         return self._result
 
+    def arrived(self) -> QueryResult | None:
+        return self._result if self._done.is_set() else None
+
 
 class SharedQueries:
     """Instant-query answers shared across the rollouts of one process, for `shared_for_s` each.
@@ -114,6 +117,21 @@ class SharedQueries:
         mine.set(result)
         return result
 
+    def arrived(self, key: QueryKey) -> QueryResult | None:
+        """The fresh answer to `key` if it has arrived, else None; never waits, never sends.
+
+        Lets a caller that asks many queries at once take what is already known on its own thread,
+        and start threads only for the rest: most cycles of many rollouts find every answer here.
+        """
+        with self._lock:
+            known = self._answers.get(key)
+            if known is None or not still_fresh(known.sent_at, self._clock(), self.shared_for_s):
+                return None
+            result = known.arrived()
+        if result is not None:
+            self._counted(True)
+        return result
+
     def _drop_old(self, now: float) -> None:
         # Insertion order is sending order, so the expired answers are at the front.
         while self._answers:
@@ -142,6 +160,12 @@ class PrometheusProvider:
         if self._shared is None:
             return self._query(promql)
         return self._shared.answer(query_key(self.url, self._token, promql), lambda: self._query(promql))
+
+    def arrived(self, promql: str) -> QueryResult | None:
+        """A shared answer to `promql` that is fresh and has arrived (`SharedQueries.arrived`), else None."""
+        if self._shared is None:
+            return None
+        return self._shared.arrived(query_key(self.url, self._token, promql))
 
     def _query(self, promql: str) -> QueryResult:
         try:

@@ -58,6 +58,31 @@ def test_the_same_question_within_the_bucket_is_sent_once_and_after_it_again() -
     assert counted == [False, True, False, False]
 
 
+def test_an_arrived_answer_is_taken_without_waiting_or_sending_while_fresh() -> None:
+    clock, counted, release = Clock(), [], threading.Event()
+    shared = SharedQueries(clock=clock, counted=counted.append)
+    key = query_key("http://prom", None, "up")
+    assert shared.arrived(key) is None  # never asked
+
+    def slow() -> QueryResult:
+        release.wait(5)
+        return answered(1.0)
+
+    sender = threading.Thread(target=lambda: shared.answer(key, slow))
+    sender.start()
+    while not len(shared):
+        pass
+    assert shared.arrived(key) is None  # in flight: the caller asks (and waits) the usual way
+    release.set()
+    sender.join(5)
+    clock.now += 0.9
+    arrived = shared.arrived(key)
+    assert arrived is not None and arrived.values == {"*": 1.0}
+    clock.now += 0.1
+    assert shared.arrived(key) is None  # stale
+    assert counted == [False, True]  # sent once, shared once
+
+
 def test_it_holds_at_most_max_entries_and_drops_expired_answers() -> None:
     clock = Clock()
     shared = SharedQueries(max_entries=3, clock=clock)
