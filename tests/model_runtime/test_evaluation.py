@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score, log_loss
 
 from model_runtime.drift import build_reference, psi
 from model_runtime.loss_flag import LossSpec
@@ -22,7 +23,9 @@ from model_runtime.training.evaluation import (
     evaluate,
     expectancy_net,
     expected_calibration_error,
+    f1_buy,
     fit_temperature,
+    margin_log_loss,
     probabilities,
     sharpness,
 )
@@ -42,6 +45,17 @@ def test_temperature_scaling_recovers_the_generating_temperature():
     z = RNG.normal(0, 3, 100_000)
     y = (RNG.uniform(0, 1, z.size) < probabilities(z, 2.5)).astype(float)
     assert fit_temperature(z, y) == pytest.approx(2.5, rel=0.05)
+
+
+def test_margin_log_loss_and_f1_agree_with_scikit_learn():
+    z = RNG.normal(-2, 3, 10_000)
+    y = (RNG.uniform(0, 1, z.size) < probabilities(z)).astype(float)
+    for temperature in (0.5, 1.0, 3.0):
+        assert margin_log_loss(z, y, temperature) == pytest.approx(
+            log_loss(y, probabilities(z, temperature), labels=[0, 1]), rel=1e-9)
+    predicted = probabilities(z) >= 0.3
+    assert f1_buy(predicted, y) == pytest.approx(f1_score(y, predicted))
+    assert f1_buy(np.zeros(3, dtype=bool), np.zeros(3)) == 0.0
 
 
 def test_sharpness_and_expectancy():

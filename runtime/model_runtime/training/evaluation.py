@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
-from sklearn.metrics import f1_score, log_loss, precision_recall_curve, roc_auc_score
+from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 ECE_BINS = 10
 COST_PER_TRADE = 0.0010  # round-trip fees plus slippage as a log return (10 bp), charged per buy signal
@@ -18,6 +18,24 @@ COST_PER_TRADE = 0.0010  # round-trip fees plus slippage as a log return (10 bp)
 def probabilities(margin: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Buy probability from a raw margin after temperature scaling."""
     return expit(np.asarray(margin, dtype=np.float64) / temperature)
+
+
+def margin_log_loss(margin: np.ndarray, label: np.ndarray, temperature: float = 1.0) -> float:
+    """Mean log-loss of sigmoid(margin / T) against 0/1 labels, computed from the margin.
+
+    log(1 + e^z) - y z is exact where the probability rounds to 0 or 1, and costs no input validation:
+    `fit_temperature` evaluates it some twenty times per model.
+    """
+    z = np.asarray(margin, dtype=np.float64) / temperature
+    return float(np.mean(np.logaddexp(0.0, z) - np.asarray(label, dtype=np.float64) * z))
+
+
+def f1_buy(predicted: np.ndarray, label: np.ndarray) -> float:
+    """F1 of the buy class (0 when nothing is predicted or true): 2 TP / (predicted + actual positives)."""
+    predicted = np.asarray(predicted, dtype=bool)
+    actual = np.asarray(label) > 0.5
+    denominator = int(predicted.sum() + actual.sum())
+    return 2.0 * int((predicted & actual).sum()) / denominator if denominator else 0.0
 
 
 def fit_temperature(margin: np.ndarray, label: np.ndarray) -> float:
@@ -30,7 +48,7 @@ def fit_temperature(margin: np.ndarray, label: np.ndarray) -> float:
     label = np.asarray(label, dtype=np.float64)
 
     def nll(log_t: float) -> float:
-        return float(log_loss(label, probabilities(margin, float(np.exp(log_t))), labels=[0, 1]))
+        return margin_log_loss(margin, label, float(np.exp(log_t)))
 
     result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
@@ -80,10 +98,10 @@ def evaluate(margin_val: np.ndarray, y_val: np.ndarray, margin_hold: np.ndarray,
     metrics = {
         "temperature": temperature,
         "threshold": threshold,
-        "f1_buy": float(f1_score(y_hold, proba >= threshold, zero_division=0.0)),
+        "f1_buy": f1_buy(proba >= threshold, y_hold),
         "ece_hold": expected_calibration_error(proba, y_hold),
         "ece_hold_uncalibrated": expected_calibration_error(raw, y_hold),
-        "log_loss": float(log_loss(y_hold, proba, labels=[0, 1])),
+        "log_loss": margin_log_loss(margin_hold, y_hold, temperature),
         "auc": float(roc_auc_score(y_hold, proba)) if 0 < np.mean(y_hold) < 1 else float("nan"),
         "sharpness": sharpness(proba),
         "buy_rate_hold": float(np.mean(y_hold)),
