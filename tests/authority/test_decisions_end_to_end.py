@@ -47,17 +47,22 @@ def decisions(status: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def without_binding_until(plane: ControlPlane, write: Any, done: Any) -> Any:
-    """Remove the policy's binding, make `write` (retried until the apiserver stops enforcing), wait for
-    `done`, and put the binding back whatever happens."""
+    """Remove the policy's binding, make `write(request_id)` (retried until the apiserver stops enforcing), wait
+    for `done`, and put the binding back whatever happens, until the apiserver enforces it again: a dry run of
+    `write` with a new id is refused. (The apiserver loads bindings asynchronously; a request checked before it
+    has would rightly be refused by the operator as unverifiable.)"""
     plane.kubectl("delete", "validatingadmissionpolicybinding", POLICY)
     try:
         deadline = time.monotonic() + 30
-        while (result := write()).returncode != 0:
+        while (result := write("forged")).returncode != 0:
             assert REFUSED_BY_POLICY in result.stderr and time.monotonic() < deadline, result.stderr
             time.sleep(0.5)
         return done()
     finally:
         plane.kubectl("apply", "--server-side", "-f", str(POLICY_FILE))
+        deadline = time.monotonic() + 30
+        while REFUSED_BY_POLICY not in write("probe", "--dry-run=server").stderr and time.monotonic() < deadline:
+            time.sleep(0.25)
 
 
 def test_only_verified_named_decisions_count(scenario: Scenario, operator: Server) -> None:
@@ -70,10 +75,10 @@ def test_only_verified_named_decisions_count(scenario: Scenario, operator: Serve
     assert refused.returncode == 1 and f"{CAROL} may not promote" in refused.stderr, refused.stderr
 
     # A forged promote the policy never saw: the operator's probe finds requests unverifiable and refuses it.
-    forged = annotation("promote", by=ALICE, revision=revision, request_id="forged")
     status = without_binding_until(
-        plane, lambda: plane.kubectl(f"--as={CAROL}", "-n", namespace, "annotate", "--overwrite", "mro",
-                                     "focal-loss", forged, check=False),
+        plane, lambda request_id, *dry_run: plane.kubectl(
+            f"--as={CAROL}", "-n", namespace, "annotate", "--overwrite", *dry_run, "mro", "focal-loss",
+            annotation("promote", by=ALICE, revision=revision, request_id=request_id), check=False),
         lambda: scenario.wait_for(lambda s: "promote/forged" in s.get("handledRequests", []), "forged handled"))
     assert status["phase"] == "AwaitingApproval" and not status.get("approval")
     entry = status["history"][-1]
