@@ -111,6 +111,9 @@ def build_project_image(name: str) -> Image:
     trust = [f"--volume={path}:{path}:ro" for path in BUILD_TRUST if path.exists()]
     buildah("bud", "--quiet", "--layers", "--network=host", *trust, f"--build-arg=BASE={base_image()}",
             f"--file={dockerfile}", f"--tag={ref}", str(REPO_ROOT))
+    # The image a rebuild superseded is left untagged with its layers (gigabytes for the model runtime):
+    # remove dangling images, which keeps the layer cache of every tagged image (its chain has children).
+    _run("rmi", "--prune", check=False)
     return _export(ref)
 
 
